@@ -1,0 +1,155 @@
+"""Typed configs for every stage. YAML is only their serialisation; CLI flags build the same objects."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from edgetl.errors import ConfigError
+
+FINETUNE_MODES = ("feature-extract", "fine-tune", "progressive")
+C = TypeVar("C")
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are split."""
+
+    data: str = field(default="fashion-mnist", metadata={"help": "image folder or embedded dataset name"})
+    val_fraction: float = field(default=0.1, metadata={"help": "share of train carved out for validation"})
+    test_fraction: float = field(default=0.1, metadata={"help": "share held out for test without split folders"})
+    limit_per_class: int | None = field(default=None, metadata={"help": "cap images per class (quick runs)"})
+    strict: bool = field(default=False, metadata={"help": "fail on a corrupt image instead of skipping it"})
+    image_size: int | None = field(default=None, metadata={"help": "square input size; default: backbone's"})
+    augment: bool = field(default=True, metadata={"help": "random resized crop, flip, small rotation"})
+
+    def validate(self) -> None:
+        """Raise ConfigError on impossible values."""
+        if not 0 < self.val_fraction < 0.5 or not 0 < self.test_fraction < 0.5:
+            raise ConfigError("val_fraction and test_fraction must be in (0, 0.5)")
+        if self.limit_per_class is not None and self.limit_per_class < 3:
+            raise ConfigError("limit_per_class must be >= 3 (one image each for train, val, test)")
+        if self.image_size is not None and not 16 <= self.image_size <= 1024:
+            raise ConfigError("image_size must be between 16 and 1024")
+
+
+@dataclass
+class ModelConfig:
+    """Backbone, weights and classification head."""
+
+    backbone: str = field(default="efficientnet_lite0", metadata={"help": "registered backbone name"})
+    weights: str | None = field(default=None, metadata={"help": "explicit weights file"})
+    pretrained: bool = field(default=True, metadata={"help": "use pretrained weights when found"})
+    dropout: float = field(default=0.2, metadata={"help": "head dropout"})
+    hidden: int | None = field(default=None, metadata={"help": "optional hidden layer width in the head"})
+
+    def validate(self) -> None:
+        """Raise ConfigError on impossible values."""
+        if not 0 <= self.dropout < 1:
+            raise ConfigError("dropout must be in [0, 1)")
+        if self.hidden is not None and self.hidden < 1:
+            raise ConfigError("hidden must be a positive width")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and freezing policy."""
+
+    mode: str = field(default="fine-tune", metadata={"help": "feature-extract | fine-tune | progressive"})
+    unfreeze: int | None = field(default=None, metadata={"help": "last N blocks to train (fine-tune); all"})
+    epochs: int = field(default=10, metadata={"help": "maximum epochs"})
+    batch_size: int = field(default=64, metadata={"help": "batch size"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the head"})
+    layer_decay: float = field(default=0.75, metadata={"help": "LR multiplier per block going down"})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay"})
+    warmup_epochs: float = field(default=0.5, metadata={"help": "linear warm-up length"})
+    label_smoothing: float = field(default=0.1, metadata={"help": "cross-entropy label smoothing"})
+    patience: int = field(default=3, metadata={"help": "early stop after N epochs without improvement"})
+    progressive_every: int = field(default=1, metadata={"help": "progressive: epochs between unfreezes"})
+    seed: int = field(default=0, metadata={"help": "seed for splits, init and shuffling"})
+    workers: int = field(default=0, metadata={"help": "data loader worker processes"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads; default all cores"})
+    baseline: bool = field(default=False, metadata={"help": "also train from random init and pixel LR"})
+
+    def validate(self) -> None:
+        """Raise ConfigError on impossible values."""
+        if self.mode not in FINETUNE_MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}", f"choose one of: {', '.join(FINETUNE_MODES)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("epochs and batch_size must be >= 1 and lr > 0")
+        if not 0 < self.layer_decay <= 1:
+            raise ConfigError("layer_decay must be in (0, 1]")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError("label_smoothing must be in [0, 1)")
+        if self.unfreeze is not None and self.unfreeze < 0:
+            raise ConfigError("unfreeze must be >= 0")
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything `edgetl finetune` needs; saved as the run folder's config.yaml."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> FinetuneConfig:
+        """Validate every section; return self."""
+        self.data.validate()
+        self.model.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (YAML/JSON ready)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
+        """Build from a dict; unknown keys are refused by name."""
+        data = data or {}
+        _check_keys(data, {"data", "model", "train"}, "finetune")
+        return cls(
+            data=from_dict(DataConfig, data.get("data", {}), "finetune.data"),
+            model=from_dict(ModelConfig, data.get("model", {}), "finetune.model"),
+            train=from_dict(TrainConfig, data.get("train", {}), "finetune.train"),
+        ).validate()
+
+
+def _check_keys(data: dict[str, Any], known: set[str], where: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in {where}: {', '.join(unknown)}", f"known keys: {', '.join(sorted(known))}"
+        )
+
+
+def from_dict(cls: type[C], data: dict[str, Any], where: str) -> C:
+    """Build a flat dataclass from a dict, naming any unknown key."""
+    _check_keys(data or {}, {f.name for f in fields(cls)}, where)
+    return cls(**(data or {}))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with a clear error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a YAML mapping")
+    return data
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    """YAML text of a config dict."""
+    return yaml.safe_dump(data, sort_keys=False)
