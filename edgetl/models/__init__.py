@@ -1,0 +1,49 @@
+"""Backbones, weight resolution and the image classifier edgetl fine-tunes."""
+
+from edgetl.models.backbones import (
+    BACKBONES,
+    BackboneDef,
+    BackboneParts,
+    PackagedWeights,
+    backbone_key_map,
+    count_backbone_params,
+    get_backbone_def,
+)
+from edgetl.models.classifier import (
+    Backbone,
+    ClassifierHead,
+    ImageClassifier,
+    build_backbone,
+    build_classifier,
+    default_spec,
+)
+from edgetl.models.weights import (
+    WeightsInfo,
+    available_weights,
+    describe_backbones,
+    load_reference_model,
+    read_state_dict,
+    resolve_weights,
+)
+
+__all__ = [
+    "BACKBONES",
+    "Backbone",
+    "BackboneDef",
+    "BackboneParts",
+    "ClassifierHead",
+    "ImageClassifier",
+    "PackagedWeights",
+    "WeightsInfo",
+    "available_weights",
+    "backbone_key_map",
+    "build_backbone",
+    "build_classifier",
+    "count_backbone_params",
+    "default_spec",
+    "describe_backbones",
+    "get_backbone_def",
+    "load_reference_model",
+    "read_state_dict",
+    "resolve_weights",
+]
