@@ -1,0 +1,332 @@
+"""`edgetl finetune`: data -> backbone + new head -> trained run folder.
+
+The run is built in ``.<out>.partial`` beside ``out`` (checkpoints live there, so ``--resume``
+continues an interrupted run) and renamed to ``out`` only when every file is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader
+
+from edgetl.config import FinetuneConfig, dump_yaml
+from edgetl.data import ImageData, load_image_data
+from edgetl.data.torch_data import TorchImageDataset, eval_transform, train_transform
+from edgetl.errors import ConfigError, RunFolderError
+from edgetl.fsutil import check_out_dir, write_json, write_text
+from edgetl.models import BACKBONES, ImageClassifier, build_classifier, default_spec
+from edgetl.runfolder import save_run_files
+from edgetl.spec import ModelSpec
+from edgetl.train import feature_cache
+from edgetl.train.freezing import apply_freezing, count_trainable, freeze_norm_stats, trainable_blocks
+from edgetl.train.loop import predict_logits, train_one_epoch
+from edgetl.train.metrics import classification_metrics
+from edgetl.train.optim import build_optimizer, layerwise_param_groups
+
+log = logging.getLogger("edgetl")
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class FitState:
+    """What training carries from epoch to epoch (and into a checkpoint)."""
+
+    epoch: int = 0
+    best_score: float = -1.0
+    best_epoch: int = -1
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def partial_dir(out: Path) -> Path:
+    """The staging folder of a run: hidden, beside ``out``."""
+    return out.parent / f".{out.name}.partial"
+
+
+def finetune(cfg: FinetuneConfig, out: str | Path, *, overwrite: bool = False, resume: bool = False) -> dict:
+    """Train a classifier as ``cfg`` says and write a run folder at ``out``.
+
+    Returns:
+        The metrics written to ``metrics.json``.
+    """
+    cfg.validate()
+    BACKBONES.get(cfg.model.backbone)  # an unknown name fails before any work, listing the known ones
+    out = check_out_dir(out, overwrite)
+    work = _prepare_work_dir(out, resume, cfg)
+    _seed_everything(cfg.train.seed, cfg.train.threads)
+    start = time.perf_counter()
+    data = _load_data(cfg)
+    model, spec, weights = _build(cfg, data.classes)
+    state = _train(model, spec, data, cfg, work)
+    model.load_state_dict(state.best_state)
+    metrics = _final_metrics(model, spec, data, cfg, state, weights.to_dict())
+    if cfg.train.baseline:
+        metrics["baseline"] = _baselines(cfg, data, metrics)
+    metrics["seconds"] = round(time.perf_counter() - start, 1)
+    _write_run(work, model, spec, cfg, metrics)
+    _publish(work, out)
+    log.info("run folder written: %s (test accuracy %.4f)", out, metrics["test"]["accuracy"])
+    return metrics
+
+
+def _prepare_work_dir(out: Path, resume: bool, cfg: FinetuneConfig) -> Path:
+    work = partial_dir(out)
+    if resume:
+        if not (work / CHECKPOINT).is_file():
+            raise RunFolderError(f"nothing to resume: no checkpoint in {work}", "run without --resume")
+        saved = yaml.safe_load((work / "config.yaml").read_text("utf-8"))
+        if saved != cfg.to_dict():
+            changed = sorted(k for k in cfg.to_dict() if saved.get(k) != cfg.to_dict()[k])
+            raise ConfigError(f"--resume needs the options of the interrupted run (changed: {', '.join(changed)})",
+                              "repeat the original command with --resume, or start again without it")
+        return work
+    if work.exists():
+        log.info("removing an earlier unfinished run at %s (use --resume to continue it)", work)
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    write_text(work / "config.yaml", dump_yaml(cfg.to_dict()))
+    return work
+
+
+def _seed_everything(seed: int, threads: int | None) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _load_data(cfg: FinetuneConfig) -> ImageData:
+    d = cfg.data
+    data = load_image_data(
+        d.data, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+        seed=cfg.train.seed, limit_per_class=d.limit_per_class, strict=d.strict,
+    )
+    s = data.summary()
+    log.info("data %s: %d classes, train %d, val %d, test %d, skipped %d",
+             s["source"], len(data.classes), s["train"], s["val"], s["test"], s["skipped"])
+    return data
+
+
+def _build(cfg: FinetuneConfig, classes: list[str]) -> tuple[ImageClassifier, ModelSpec, Any]:
+    m = cfg.model
+    model, weights = build_classifier(
+        m.backbone, len(classes), weights=m.weights, pretrained=m.pretrained, dropout=m.dropout, hidden=m.hidden
+    )
+    size = (cfg.data.image_size, cfg.data.image_size) if cfg.data.image_size else None
+    spec = default_spec(m.backbone, classes, input_size=size)
+    log.info("backbone %s: %s", m.backbone, weights.detail)
+    return model, spec, weights
+
+
+def _loader(samples, transform, batch_size: int, shuffle: bool, cfg: FinetuneConfig) -> DataLoader:
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    return DataLoader(
+        TorchImageDataset(samples, transform), batch_size=batch_size, shuffle=shuffle,
+        num_workers=cfg.train.workers, generator=gen, persistent_workers=cfg.train.workers > 0,
+    )
+
+
+def _criterion(cfg: FinetuneConfig) -> nn.Module:
+    return nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+
+
+@dataclass
+class Plan:
+    """What an epoch trains on: the module, its loaders, and how many units train in each epoch."""
+
+    module: nn.Module
+    train: DataLoader
+    val: DataLoader
+    cached_cut: int | None = None
+
+
+CACHE_MEMORY_LIMIT = 4 << 30
+
+
+def _plan(model: ImageClassifier, spec: ModelSpec, data: ImageData, cfg: FinetuneConfig) -> Plan:
+    """Cache the frozen prefix when its output never changes (no augmentation, fixed freezing)."""
+    tcfg, depth = cfg.train, len(model.backbone.units)
+    n = trainable_blocks(tcfg.mode, tcfg.unfreeze, depth - 1, 0, tcfg.progressive_every)
+    fixed = tcfg.mode == "feature-extract" or (tcfg.mode == "fine-tune" and n < depth)
+    if tcfg.mode == "feature-extract" and cfg.data.augment:
+        log.info("feature-extract trains the head on cached features: augmentation is not applied")
+    if fixed and (tcfg.mode == "feature-extract" or not cfg.data.augment):
+        plan = _cached_plan(model, spec, data, cfg, depth - n)
+        if plan is not None:
+            return plan
+    train = _loader(data.train, train_transform(spec, cfg.data.augment), tcfg.batch_size, True, cfg)
+    return Plan(model, train, _loader(data.val, eval_transform(spec), 128, False, cfg))
+
+
+def _cached_plan(model: ImageClassifier, spec: ModelSpec, data: ImageData, cfg: FinetuneConfig,
+                 cut: int) -> Plan | None:
+    prefix = feature_cache.Prefix(model, cut)
+    example = eval_transform(spec)(data.train.image(0))
+    need = feature_cache.output_bytes(prefix, example, len(data.train) + len(data.val))
+    if need > CACHE_MEMORY_LIMIT:
+        log.info("frozen-prefix cache would need %.1f GB: training end to end instead", need / 1e9)
+        return None
+    t0 = time.perf_counter()
+    loaders = {}
+    for split, shuffle, bs in (("train", True, cfg.train.batch_size), ("val", False, 512)):
+        samples = getattr(data, split)
+        key = feature_cache.cache_key(prefix, spec, data.fingerprint, split)
+        loader = _loader(samples, eval_transform(spec), 128, False, cfg)
+        x, y, _ = feature_cache.cached_outputs(prefix, loader, key, split)
+        loaders[split] = feature_cache.tensor_loader(x, y, bs, shuffle, cfg.train.seed)
+    log.info("frozen prefix (units 0-%d of %d) cached in %.1f s (%.0f MB); training the rest on it",
+             cut - 1, len(model.backbone.units), time.perf_counter() - t0, need / 1e6)
+    return Plan(feature_cache.Tail(model, cut), loaders["train"], loaders["val"], cached_cut=cut)
+
+
+def _train(model: ImageClassifier, spec: ModelSpec, data: ImageData, cfg: FinetuneConfig, work: Path) -> FitState:
+    """The epoch loop, shared by end-to-end training and training on a cached frozen prefix."""
+    tcfg = cfg.train
+    plan = _plan(model, spec, data, cfg)
+    groups = layerwise_param_groups(model, tcfg.lr, tcfg.layer_decay, tcfg.weight_decay)
+    optimizer, scheduler = build_optimizer(groups, tcfg, len(plan.train))
+    state = _load_checkpoint(work, model, optimizer, scheduler)
+    depth = len(model.backbone.blocks)
+    for epoch in range(state.epoch, tcfg.epochs):
+        n = trainable_blocks(tcfg.mode, tcfg.unfreeze, depth, epoch, tcfg.progressive_every)
+        frozen = apply_freezing(model, n)
+        plan.module.train()
+        freeze_norm_stats(frozen)
+        stats = train_one_epoch(plan.module, plan.train, optimizer, scheduler, _criterion(cfg),
+                                total=len(plan.train), description=f"epoch {epoch + 1}/{tcfg.epochs}")
+        logits, labels = predict_logits(plan.module, plan.val, total=len(plan.val), description="validate")
+        stop = _end_epoch(state, model, epoch, stats, logits, labels, data.classes, cfg, trainable=n)
+        _save_checkpoint(work, model, optimizer, scheduler, state)
+        if stop:
+            break
+    return state
+
+
+def _end_epoch(state: FitState, model: nn.Module, epoch: int, stats, logits: np.ndarray, labels: np.ndarray,
+               classes: list[str], cfg: FinetuneConfig, trainable: int) -> bool:
+    """Record the epoch, keep the best weights; True when early stopping triggers."""
+    val = classification_metrics(labels, logits.argmax(1), classes)
+    row = {"epoch": epoch + 1, "train_loss": round(stats.loss, 5), "train_accuracy": round(stats.accuracy, 5),
+           "val_accuracy": round(val["accuracy"], 5), "val_macro_f1": round(val["macro_f1"], 5),
+           "trainable_blocks": trainable, "trainable_params": count_trainable(model)}
+    state.history.append(row)
+    state.epoch = epoch + 1
+    if val["accuracy"] > state.best_score:
+        state.best_score, state.best_epoch = val["accuracy"], epoch + 1
+        state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    log.info("epoch %d: train loss %.4f acc %.4f | val acc %.4f macro-F1 %.4f%s", epoch + 1, stats.loss,
+             stats.accuracy, val["accuracy"], val["macro_f1"], " (best)" if state.best_epoch == epoch + 1 else "")
+    if epoch + 1 - state.best_epoch >= cfg.train.patience:
+        log.info("early stop: no val improvement for %d epochs (best epoch %d)", cfg.train.patience, state.best_epoch)
+        return True
+    return False
+
+
+def _save_checkpoint(work: Path, model, optimizer, scheduler, state: FitState) -> None:
+    blob = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "epoch": state.epoch, "best_score": state.best_score, "best_epoch": state.best_epoch,
+            "best_state": state.best_state, "history": state.history, "rng": torch.get_rng_state()}
+    tmp = work / f".{CHECKPOINT}.tmp"
+    torch.save(blob, tmp)
+    tmp.replace(work / CHECKPOINT)
+
+
+def _load_checkpoint(work: Path, model, optimizer, scheduler) -> FitState:
+    path = work / CHECKPOINT
+    if not path.is_file():
+        return FitState()
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(blob["model"])
+    optimizer.load_state_dict(blob["optimizer"])
+    scheduler.load_state_dict(blob["scheduler"])
+    torch.set_rng_state(blob["rng"])
+    log.info("resuming from %s after epoch %d", path, blob["epoch"])
+    return FitState(epoch=blob["epoch"], best_score=blob["best_score"], best_epoch=blob["best_epoch"],
+                    best_state=blob["best_state"], history=blob["history"])
+
+
+def _evaluate(model: ImageClassifier, spec: ModelSpec, samples, classes: list[str], cfg: FinetuneConfig,
+              description: str) -> dict:
+    loader = _loader(samples, eval_transform(spec), 128, False, cfg)
+    logits, labels = predict_logits(model, loader, total=len(loader), description=description)
+    return classification_metrics(labels, logits.argmax(1), classes)
+
+
+def _final_metrics(model: ImageClassifier, spec: ModelSpec, data: ImageData, cfg: FinetuneConfig,
+                   state: FitState, weights: dict) -> dict:
+    """Test-split metrics of the best checkpoint, with everything needed to read them."""
+    test = _evaluate(model, spec, data.test, data.classes, cfg, "test")
+    log.info("test accuracy %.4f, macro-F1 %.4f (best epoch %d)", test["accuracy"], test["macro_f1"],
+             state.best_epoch)
+    return {
+        "backbone": cfg.model.backbone,
+        "weights": weights,
+        "pretrained": weights["pretrained"],
+        "mode": cfg.train.mode,
+        "params": sum(p.numel() for p in model.parameters()),
+        "input_size": list(spec.input_size),
+        "data": data.summary(),
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "val_accuracy": state.best_score,
+        "test": test,
+        "history": state.history,
+    }
+
+
+def _baselines(cfg: FinetuneConfig, data: ImageData, metrics: dict) -> dict:
+    """What transfer bought: the same backbone from random init, and pixel logistic regression."""
+    from edgetl.train.baseline import pixel_logistic_regression
+
+    scratch_cfg = FinetuneConfig.from_dict(cfg.to_dict())
+    scratch_cfg.model.pretrained, scratch_cfg.model.weights = False, None
+    scratch_cfg.train.baseline = False
+    if scratch_cfg.train.mode == "feature-extract":
+        scratch_cfg.train.mode = "fine-tune"
+    log.info("baseline 1/2: %s from random init, same data and budget", cfg.model.backbone)
+    _seed_everything(cfg.train.seed, cfg.train.threads)
+    model, spec, _ = _build(scratch_cfg, data.classes)
+    scratch_dir = Path(tempfile.mkdtemp(prefix="edgetl-baseline-"))
+    try:
+        state = _train(model, spec, data, scratch_cfg, scratch_dir)
+    finally:
+        shutil.rmtree(scratch_dir, ignore_errors=True)
+    model.load_state_dict(state.best_state)
+    scratch = _evaluate(model, spec, data.test, data.classes, cfg, "test (random init)")
+    scratch.update(name=f"{cfg.model.backbone}, random init", mode=scratch_cfg.train.mode,
+                   epochs_run=state.epoch)
+    log.info("baseline 2/2: logistic regression on pixels")
+    pixels = pixel_logistic_regression(data, seed=cfg.train.seed)
+    return {"random_init": scratch, "pixel_logreg": pixels}
+
+
+def _write_run(work: Path, model: ImageClassifier, spec: ModelSpec, cfg: FinetuneConfig, metrics: dict) -> None:
+    """Weights, spec, architecture, config, metrics and plots into the staging folder."""
+    from edgetl.report.plots import plot_confusion, plot_history
+
+    arch = {"backbone": cfg.model.backbone, "num_classes": spec.num_classes, "dropout": cfg.model.dropout,
+            "hidden": cfg.model.hidden}
+    save_run_files(work, model.state_dict(), spec, arch, cfg)
+    plot_confusion(metrics["test"]["confusion_matrix"], spec.labels, work / "confusion_matrix.png",
+                   title=f"{cfg.model.backbone}: test accuracy {metrics['test']['accuracy']:.2%}")
+    plot_history(metrics["history"], work / "training_curves.png")
+    write_json(work / "metrics.json", metrics)
+
+
+def _publish(work: Path, out: Path) -> None:
+    """Drop the checkpoint and move the finished run into place."""
+    (work / CHECKPOINT).unlink(missing_ok=True)
+    if out.exists():
+        shutil.rmtree(out)
+    work.replace(out)

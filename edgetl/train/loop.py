@@ -1,0 +1,80 @@
+"""One training epoch and one evaluation pass, shared by fine-tuning and the head-on-cache path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgetl.progress import Ticker
+
+
+@dataclass
+class EpochStats:
+    """Mean loss and accuracy over one training epoch."""
+
+    loss: float
+    accuracy: float
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    total: int,
+    description: str = "train",
+    before_step: Callable[[], None] | None = None,
+) -> EpochStats:
+    """Run one epoch of SGD steps and return its mean loss and accuracy.
+
+    Args:
+        model: Module in train mode (the caller sets modes and freezing).
+        batches: ``(inputs, labels)`` pairs.
+        optimizer: Optimiser over the model's parameters.
+        scheduler: Per-step LR schedule.
+        criterion: Loss of ``(logits, labels)``.
+        total: Number of batches (for the progress bar).
+        description: Progress bar label.
+        before_step: Called before each batch (e.g. to keep frozen norms in eval mode).
+    """
+    loss_sum, correct, seen = 0.0, 0, 0
+    with Ticker(description, total) as ticker:
+        for inputs, labels in batches:
+            if before_step:
+                before_step()
+            logits = model(inputs)
+            loss = criterion(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.item() * len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += len(labels)
+            ticker.advance(f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
+    return EpochStats(loss=loss_sum / max(1, seen), accuracy=correct / max(1, seen))
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    total: int,
+    description: str = "evaluate",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels for every batch, model in eval mode."""
+    model.eval()
+    all_logits, all_labels = [], []
+    with Ticker(description, total) as ticker:
+        for inputs, labels in batches:
+            all_logits.append(model(inputs).float().numpy())
+            all_labels.append(labels.numpy())
+            ticker.advance()
+    return np.concatenate(all_logits), np.concatenate(all_labels)
