@@ -1,0 +1,175 @@
+"""Export front end: run folder -> verified bundle, dispatching to one module per format.
+
+Each format module (``edgetl.export.onnx``...) exposes ``EXPORTER`` with ``format``, ``model_file``,
+``precisions``, ``check_options(opset=...)``, ``convert(model, spec, path, opset=...)`` and
+``predictor(path)``; only that module imports the format's libraries, and only when it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+from edgetl.errors import ConfigError, DataError
+from edgetl.export.bundle import provenance, write_manifest
+from edgetl.fsutil import check_out_dir, staged_dir
+from edgetl.registry import Registry
+from edgetl.runfolder import Run, load_run
+from edgetl.spec import ModelSpec
+from edgetl.verify import (
+    DEFAULT_MAX_ABS_DIFF,
+    DEFAULT_MIN_AGREEMENT,
+    Predictor,
+    check_parity,
+    torch_reference,
+    verify_samples,
+)
+
+__all__ = ["EXPORTERS", "Exporter", "export", "get_exporter"]
+
+log = logging.getLogger("edgetl")
+
+
+class Exporter(Protocol):
+    """The contract of a format module's ``EXPORTER``."""
+
+    format: str
+    model_file: str
+    precisions: tuple[str, ...]
+
+    def check_options(self, *, opset: int) -> None:
+        """Raise ConfigError for options the format cannot honour."""
+        ...
+
+    def convert(self, model: Any, spec: ModelSpec, path: Path, *, opset: int) -> None:
+        """Write the artifact for ``model`` to ``path``."""
+        ...
+
+    def predictor(self, path: Path) -> Predictor:
+        """A callable running the written artifact on spec-layout batches."""
+        ...
+
+
+#: Export formats -> the module that implements them (imported on first use).
+EXPORTERS: Registry[str] = Registry("export format")
+EXPORTERS.add("onnx", "edgetl.export.onnx")
+
+
+def get_exporter(fmt: str) -> Exporter:
+    """The exporter of format ``fmt``; an unknown format lists the known ones."""
+    return importlib.import_module(EXPORTERS.get(fmt)).EXPORTER
+
+
+def export(
+    run_dir: str | Path,
+    fmt: str = "onnx",
+    out: str | Path | None = None,
+    *,
+    precision: str = "fp32",
+    overwrite: bool = False,
+    verify: bool = True,
+    verify_limit: int | None = None,
+    opset: int = 18,
+    max_abs_diff: float = DEFAULT_MAX_ABS_DIFF,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    progress: bool = True,
+) -> Path:
+    """Export a run folder's model to a bundle, verify it against PyTorch, and write ``edgetl.json``.
+
+    The bundle is built in a staging folder and only moved to ``out`` when export and verification
+    pass, so a refused or failed export leaves nothing at ``out``.
+
+    Args:
+        run_dir: A run folder written by ``edgetl finetune``.
+        fmt: Artifact format (see ``EXPORTERS``).
+        out: Bundle folder; default ``bundles/<run folder name>-<fmt>-<precision>``.
+        precision: ``fp32`` (``fp16`` and ``int8`` come with quantization).
+        overwrite: Replace a non-empty ``out``.
+        verify: Compare with PyTorch on the run's test split and refuse a mismatch.
+        verify_limit: Verify on at most this many test images (``None``: all).
+        opset: ONNX opset (17 or newer).
+        max_abs_diff: Largest logit difference accepted.
+        min_agreement: Smallest top-1 agreement accepted (0..1).
+        progress: Show a progress bar during verification.
+
+    Returns:
+        The bundle folder.
+
+    Raises:
+        UnknownNameError: ``fmt`` is not a known format.
+        ConfigError: ``precision`` or ``opset`` is not supported.
+        OutputExistsError: ``out`` is not empty and ``overwrite`` is False.
+        RunFolderError: ``run_dir`` is not a complete run folder.
+        ParityError: The artifact differs from PyTorch beyond the limits (nothing is written).
+    """
+    exporter = get_exporter(fmt)
+    _check_options(exporter, precision, opset, verify_limit)
+    out = check_out_dir(out if out is not None else default_out(run_dir, fmt, precision), overwrite)
+    run = load_run(run_dir)
+    with staged_dir(out, overwrite) as stage:
+        model_path = stage / exporter.model_file
+        model = run.model()
+        exporter.convert(model, run.spec, model_path, opset=opset)
+        verification = None
+        if verify:
+            limits = {"max_abs_diff": max_abs_diff, "min_agreement": min_agreement}
+            verification = _verify(run, model, exporter.predictor(model_path), verify_limit, limits, progress)
+        write_manifest(stage, fmt=fmt, precision=precision, model_file=exporter.model_file, spec=run.spec,
+                       verification=verification, provenance=provenance(run, model_path))
+    log.info("bundle written to %s", out)
+    return out
+
+
+def default_out(run_dir: str | Path, fmt: str, precision: str) -> Path:
+    """The default bundle folder: ``bundles/<run folder name>-<fmt>-<precision>``."""
+    return Path("bundles") / f"{Path(run_dir).resolve().name}-{fmt}-{precision}"
+
+
+def _check_options(exporter: Exporter, precision: str, opset: int, verify_limit: int | None) -> None:
+    _check_precision(precision, exporter)
+    exporter.check_options(opset=opset)
+    if verify_limit is not None and verify_limit < 1:
+        raise ConfigError(f"verify_limit must be >= 1, got {verify_limit}", "omit it to use every test image")
+
+
+def _check_precision(precision: str, exporter: Exporter) -> None:
+    if precision in exporter.precisions:
+        return
+    if precision in ("fp16", "int8"):
+        raise ConfigError(
+            f"precision {precision!r} is not available for {exporter.format} export yet",
+            "export fp32 now; int8 and fp16 come later with quantization",
+        )
+    raise ConfigError(f"unknown precision {precision!r}", f"choose one of: {', '.join(exporter.precisions)}")
+
+
+def _verify(
+    run: Run, model: Any, artifact: Predictor, limit: int | None, limits: dict[str, float], progress: bool
+) -> dict[str, Any]:
+    """Parity of ``artifact`` vs the torch model on the run's test split; raises ParityError on failure."""
+    samples = _test_split(run)
+    report = verify_samples(torch_reference(model, run.spec), artifact, samples, run.spec,
+                            limit=limit, progress=progress)
+    log.info("parity on %d test images: max |diff| %.2e, top-1 agreement %.2f%%, accuracy %.2f%% "
+             "(torch %.2f%%)", report.n, report.max_abs_diff, 100 * report.top1_agreement,
+             100 * report.artifact_accuracy, 100 * report.reference_accuracy)
+    check_parity(report, **limits)
+    return {**report.to_dict(), "split": "test", "reference": "pytorch", "limits": limits}
+
+
+def _test_split(run: Run) -> Any:
+    """The run's held-out test split, checking that its classes still match the model's labels."""
+    try:
+        data = run.data()
+    except DataError as exc:
+        message = f"cannot load the run's dataset to verify the export: {exc.message}"
+        raise DataError(message, exc.hint) from None
+    if tuple(data.classes) != tuple(run.spec.labels):
+        raise DataError(
+            f"the dataset's classes {data.classes} no longer match the model's labels "
+            f"{list(run.spec.labels)}",
+            "restore the dataset the run was trained on, or re-train",
+        )
+    return data.test

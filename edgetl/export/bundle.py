@@ -1,0 +1,79 @@
+"""Write a bundle's ``edgetl.json``: format, model file, input/output signature, spec, parity, provenance.
+
+The reader (and the schema's constants) live in :mod:`edgetl.runtime.bundle`, which apps use without torch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgetl import __version__
+from edgetl.fsutil import sha256_file, write_json
+from edgetl.runtime.bundle import MANIFEST_NAME, SCHEMA_VERSION
+from edgetl.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from edgetl.runfolder import Run
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def describe_io(spec: ModelSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The model's input and output tensors as the manifest lists them (batch axis named ``batch``)."""
+    height, width = spec.input_size
+    shape = ["batch", 3, height, width] if spec.layout == "NCHW" else ["batch", height, width, 3]
+    inputs = [{"name": INPUT_NAME, "shape": shape, "dtype": "float32", "layout": spec.layout}]
+    outputs = [{"name": OUTPUT_NAME, "shape": ["batch", spec.num_classes], "dtype": "float32"}]
+    return inputs, outputs
+
+
+def provenance(run: Run, model_path: Path) -> dict[str, Any]:
+    """Where the bundle came from: run folder, its fingerprint, the model file's hash, version, time."""
+    return {
+        "run_dir": str(Path(run.path).resolve()),
+        "run_fingerprint": run.fingerprint(),
+        "model_sha256": sha256_file(model_path),
+        "edgetl_version": __version__,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_manifest(
+    folder: Path,
+    *,
+    fmt: str,
+    precision: str,
+    model_file: str,
+    spec: ModelSpec,
+    verification: dict[str, Any] | None,
+    provenance: dict[str, Any],
+) -> Path:
+    """Write ``folder/edgetl.json`` and return its path.
+
+    Args:
+        folder: The bundle folder (usually still the staging folder).
+        fmt: Artifact format, e.g. ``onnx``.
+        precision: ``fp32`` (``fp16``/``int8`` come with quantization).
+        model_file: The model file's name, relative to ``folder``.
+        spec: The model's input contract and labels.
+        verification: Parity figures and the limits they passed, or ``None`` when not verified.
+        provenance: See :func:`provenance`.
+    """
+    inputs, outputs = describe_io(spec)
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "format": fmt,
+        "precision": precision,
+        "model_file": model_file,
+        "inputs": inputs,
+        "outputs": outputs,
+        "spec": spec.to_dict(),
+        "verification": verification,
+        "provenance": provenance,
+    }
+    path = Path(folder) / MANIFEST_NAME
+    write_json(path, manifest)
+    return path

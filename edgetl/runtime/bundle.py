@@ -1,0 +1,230 @@
+"""Load an exported bundle (a folder with ``edgetl.json`` and a model file) and predict with it.
+
+Numpy, Pillow and the bundle's engine only: no torch, so an app or a device can use this alone::
+
+    from edgetl.runtime import Bundle
+
+    bundle = Bundle.load("bundles/flowers-onnx")
+    bundle.predict("daisy.jpg", top_k=3)   # [Prediction(label='daisy', score=0.93), ...]
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+import numpy as np
+
+from edgetl.errors import ConfigError, RunFolderError
+from edgetl.runtime.engines import Engine, create_engine
+from edgetl.runtime.preprocess import ImageLike, preprocess_batch
+from edgetl.spec import ModelSpec
+
+MANIFEST_NAME = "edgetl.json"
+SCHEMA_VERSION = 1
+#: Which runtime engine runs each bundle format.
+FORMAT_ENGINES = {"onnx": "onnxruntime"}
+REQUIRED_KEYS = ("schema_version", "format", "precision", "model_file", "spec")
+_FIX = "re-export the bundle with `edgetl export`"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One class of a prediction.
+
+    Attributes:
+        label: Class name from the bundle's spec.
+        score: Softmax probability in [0, 1].
+    """
+
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated ``edgetl.json``.
+
+    Attributes:
+        folder: The bundle folder.
+        data: The parsed JSON.
+        spec: The model's input contract and labels.
+        model_path: The model file, inside ``folder``.
+    """
+
+    folder: Path
+    data: dict[str, Any]
+    spec: ModelSpec
+    model_path: Path
+
+    @property
+    def format(self) -> str:
+        """The artifact format (``onnx``)."""
+        return str(self.data["format"])
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Read and validate a bundle's ``edgetl.json`` without loading the model.
+
+    Args:
+        path: The bundle folder (or its ``edgetl.json``).
+
+    Raises:
+        RunFolderError: The folder or manifest is missing or malformed, the format is unknown, or
+            ``model_file`` is missing or points outside the folder.
+    """
+    folder = Path(path)
+    if folder.name == MANIFEST_NAME and folder.is_file():
+        folder = folder.parent
+    data = _load_json(folder / MANIFEST_NAME)
+    _check_keys(data, folder)
+    spec = ModelSpec.from_dict(data["spec"])
+    return Manifest(folder=folder, data=data, spec=spec, model_path=_model_path(folder, data["model_file"]))
+
+
+def _load_json(file: Path) -> dict[str, Any]:
+    if not file.is_file():
+        raise RunFolderError(f"no {MANIFEST_NAME} in {file.parent}", "point at a bundle from `edgetl export`")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunFolderError(f"{file} is not valid JSON: {exc}", _FIX) from None
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{file} must hold a JSON object, got {type(data).__name__}", _FIX)
+    return data
+
+
+def _check_keys(data: dict[str, Any], folder: Path) -> None:
+    where = folder / MANIFEST_NAME
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise RunFolderError(f"{where} lacks {', '.join(missing)}", _FIX)
+    version = data["schema_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise RunFolderError(f"{where}: schema_version must be a positive integer, got {version!r}", _FIX)
+    if version > SCHEMA_VERSION:
+        raise RunFolderError(
+            f"{where} has schema_version {version}; this edgetl reads up to {SCHEMA_VERSION}",
+            "upgrade edgetl",
+        )
+    if data["format"] not in FORMAT_ENGINES:
+        known = ", ".join(sorted(FORMAT_ENGINES))
+        raise RunFolderError(f"{where}: unknown format {data['format']!r}", f"this runtime reads: {known}")
+
+
+def _model_path(folder: Path, model_file: Any) -> Path:
+    """``folder / model_file``, refusing names that are absolute or climb out of ``folder``."""
+    where = folder / MANIFEST_NAME
+    if not isinstance(model_file, str) or not model_file.strip():
+        raise RunFolderError(f"{where}: model_file must be a file name, got {model_file!r}", _FIX)
+    posix, windows = PurePosixPath(model_file), PureWindowsPath(model_file)
+    escapes = posix.is_absolute() or windows.is_absolute() or bool(windows.drive) or ".." in windows.parts
+    candidate = (folder / model_file).resolve()
+    if escapes or not candidate.is_relative_to(folder.resolve()):
+        raise RunFolderError(
+            f"{where}: model_file {model_file!r} points outside the bundle folder",
+            "model_file must be a path relative to the bundle, e.g. model.onnx",
+        )
+    if not candidate.is_file():
+        raise RunFolderError(f"model file {model_file!r} is missing from {folder}", _FIX)
+    return folder / model_file
+
+
+class Bundle:
+    """A loaded bundle: its manifest, spec and a ready engine.
+
+    Use :meth:`load` rather than the constructor.
+
+    Attributes:
+        path: The bundle folder.
+        manifest: The parsed ``edgetl.json``.
+        spec: Input contract and labels.
+        model_path: The model file.
+        engine: The engine running the model.
+    """
+
+    def __init__(self, manifest: Manifest, engine: Engine) -> None:
+        self.path = manifest.folder
+        self.manifest = manifest.data
+        self.spec = manifest.spec
+        self.model_path = manifest.model_path
+        self.engine = engine
+
+    def __repr__(self) -> str:
+        fmt = self.manifest["format"]
+        return f"Bundle({str(self.path)!r}, format={fmt!r}, labels={self.spec.num_classes})"
+
+    @classmethod
+    def load(cls, path: str | Path, threads: int | None = None) -> Bundle:
+        """Read ``edgetl.json`` in ``path``, validate it and start the format's engine.
+
+        Args:
+            path: The bundle folder.
+            threads: Engine threads; ``None`` for the engine's default.
+
+        Raises:
+            RunFolderError: The bundle is missing, malformed or its model file is corrupt.
+        """
+        manifest = read_manifest(path)
+        engine = create_engine(FORMAT_ENGINES[manifest.format], manifest.model_path, threads=threads)
+        return cls(manifest, engine)
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Raw logits for a preprocessed float32 batch in the spec's layout."""
+        return self.engine.run(batch)
+
+    def preprocess(self, items: list[ImageLike]) -> np.ndarray:
+        """Images (paths, PIL images or arrays) as one input batch, per the bundle's spec."""
+        return preprocess_batch(items, self.spec)
+
+    def predict(
+        self, items: ImageLike | list[ImageLike], top_k: int = 1, batch_size: int = 32
+    ) -> list[Prediction] | list[list[Prediction]]:
+        """Classify one image or a list of images.
+
+        Args:
+            items: A path, PIL image or numpy array, or a list (or tuple) of them.
+            top_k: How many classes to return per image, best first.
+            batch_size: Images per engine call for a list.
+
+        Returns:
+            For one image a list of ``top_k`` :class:`Prediction`; for a list, one such list per image.
+
+        Raises:
+            ConfigError: ``top_k`` is not between 1 and the number of classes.
+            DataError: An image cannot be read.
+        """
+        self._check_top_k(top_k)
+        single = not isinstance(items, (list, tuple))
+        batch_items = [items] if single else list(items)
+        results = []
+        for start in range(0, len(batch_items), max(1, batch_size)):
+            logits = self.logits(self.preprocess(batch_items[start : start + batch_size]))
+            results.extend(self._top_k(logits, top_k))
+        return results[0] if single else results
+
+    def _check_top_k(self, top_k: int) -> None:
+        if not isinstance(top_k, int) or not 1 <= top_k <= self.spec.num_classes:
+            raise ConfigError(
+                f"top_k must be between 1 and {self.spec.num_classes} (the number of classes), got {top_k!r}"
+            )
+
+    def _top_k(self, logits: np.ndarray, top_k: int) -> list[list[Prediction]]:
+        if logits.ndim != 2 or logits.shape[1] != self.spec.num_classes:
+            raise RunFolderError(
+                f"the model returns logits of shape {logits.shape} for {self.spec.num_classes} labels",
+                _FIX,
+            )
+        probs = softmax(logits)
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+        names = self.spec.labels
+        return [[Prediction(names[i], float(p[i])) for i in idx] for p, idx in zip(probs, order, strict=True)]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, computed in float64 for stability."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)

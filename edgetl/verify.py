@@ -1,0 +1,226 @@
+"""Parity: the same inputs through a reference and an artifact; logit differences, top-1 agreement, accuracy.
+
+Framework-neutral: both sides are callables from a float32 batch (in the spec's layout) to logits, so a
+torch model, an ONNX Runtime session or any later engine can be compared. Inputs are made with
+:mod:`edgetl.runtime.preprocess`, the one implementation of the model's input contract.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgetl.errors import DataError, ParityError
+from edgetl.progress import Ticker
+from edgetl.runtime.preprocess import normalize, resize
+from edgetl.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from edgetl.data import SampleSet
+
+log = logging.getLogger("edgetl")
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+DEFAULT_MAX_ABS_DIFF = 1e-4
+DEFAULT_MIN_AGREEMENT = 0.999
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """How closely an artifact follows its reference on a set of labelled samples.
+
+    Attributes:
+        n: Number of samples compared.
+        max_abs_diff: Largest absolute logit difference over all samples and classes.
+        mean_abs_diff: Mean absolute logit difference.
+        top1_agreement: Share of samples where both give the same top-1 class.
+        reference_accuracy: Top-1 accuracy of the reference against the labels.
+        artifact_accuracy: Top-1 accuracy of the artifact against the labels.
+        per_class_artifact_accuracy: Artifact accuracy per class name (classes with no sample are left out).
+    """
+
+    n: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    top1_agreement: float
+    reference_accuracy: float
+    artifact_accuracy: float
+    per_class_artifact_accuracy: dict[str, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def compare(
+    reference_logits: np.ndarray,
+    artifact_logits: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str] | None = None,
+) -> VerifyReport:
+    """Compare two ``(N, C)`` logit arrays computed from the same ``N`` labelled inputs.
+
+    Args:
+        reference_logits: Logits of the reference (e.g. the PyTorch model).
+        artifact_logits: Logits of the artifact (e.g. the ONNX model in ONNX Runtime).
+        labels: True class index per sample, shape ``(N,)``.
+        classes: Class names; when given, per-class artifact accuracy is filled in.
+
+    Returns:
+        The report. A NaN anywhere in the artifact gives ``max_abs_diff = nan``, which fails every limit.
+
+    Raises:
+        ParityError: The shapes differ or there are no samples.
+    """
+    ref, art = np.asarray(reference_logits, np.float64), np.asarray(artifact_logits, np.float64)
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    _check_shapes(ref, art, labels)
+    diff = np.abs(ref - art)
+    ref_top, art_top = ref.argmax(axis=1), art.argmax(axis=1)
+    return VerifyReport(
+        n=int(labels.shape[0]),
+        max_abs_diff=float(diff.max()),
+        mean_abs_diff=float(diff.mean()),
+        top1_agreement=float(np.mean(ref_top == art_top)),
+        reference_accuracy=float(np.mean(ref_top == labels)),
+        artifact_accuracy=float(np.mean(art_top == labels)),
+        per_class_artifact_accuracy=_per_class(art_top, labels, classes) if classes else None,
+    )
+
+
+def _check_shapes(ref: np.ndarray, art: np.ndarray, labels: np.ndarray) -> None:
+    if ref.ndim != 2 or ref.shape != art.shape or ref.shape[0] != labels.shape[0]:
+        raise ParityError(
+            f"cannot compare logits of shape {ref.shape} with {art.shape} for {labels.shape[0]} labels",
+            "both sides must return (N, num_classes) logits for the same N inputs",
+        )
+    if labels.shape[0] == 0:
+        raise ParityError("no samples to compare", "verify on a split that holds at least one image")
+
+
+def _per_class(pred: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    out = {}
+    for index, name in enumerate(classes):
+        mask = labels == index
+        if mask.any():
+            out[str(name)] = float(np.mean(pred[mask] == index))
+    return out
+
+
+def verify_samples(
+    reference: Predictor,
+    artifact: Predictor,
+    samples: SampleSet,
+    spec: ModelSpec,
+    batch_size: int = 64,
+    limit: int | None = None,
+    progress: bool = True,
+) -> VerifyReport:
+    """Preprocess ``samples`` with the spec, run both predictors batch by batch, and compare.
+
+    Args:
+        reference: Float32 batch in the spec's layout -> logits (the trusted side).
+        artifact: The same for the artifact under test.
+        samples: Labelled images (``len``, ``labels``, ``image(i)``), e.g. ``ImageData.test``.
+        spec: The model's input contract (size, mean/std, layout, labels).
+        batch_size: Images per call.
+        limit: Compare at most this many samples (the first ones); ``None`` for all.
+        progress: Show a progress bar.
+
+    Returns:
+        The comparison over every sample used.
+
+    Raises:
+        DataError: There are no samples, or ``limit``/``batch_size`` is below 1.
+        ParityError: The predictors return logits of different shapes.
+    """
+    n = _sample_count(samples, limit, batch_size)
+    refs, arts = [], []
+    with Ticker("verify", total=(n + batch_size - 1) // batch_size, enabled=progress) as ticker:
+        for start in range(0, n, batch_size):
+            batch = _batch(samples, spec, range(start, min(start + batch_size, n)))
+            refs.append(np.asarray(reference(batch)))
+            arts.append(np.asarray(artifact(batch)))
+            ticker.advance()
+    labels = np.asarray(samples.labels[:n])
+    return compare(np.concatenate(refs), np.concatenate(arts), labels, classes=spec.labels)
+
+
+def _sample_count(samples: SampleSet, limit: int | None, batch_size: int) -> int:
+    if batch_size < 1 or (limit is not None and limit < 1):
+        raise DataError(f"batch_size and limit must be >= 1, got {batch_size} and {limit}")
+    n = len(samples) if limit is None else min(limit, len(samples))
+    if n == 0:
+        raise DataError("no samples to verify on", "use a dataset whose test split holds at least one image")
+    return n
+
+
+def _batch(samples: SampleSet, spec: ModelSpec, indices: range) -> np.ndarray:
+    return np.stack([normalize(resize(samples.image(i), spec), spec) for i in indices])
+
+
+def check_parity(
+    report: VerifyReport,
+    max_abs_diff: float = DEFAULT_MAX_ABS_DIFF,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
+) -> None:
+    """Raise :class:`ParityError` unless the report is within both limits.
+
+    Args:
+        report: The comparison to judge.
+        max_abs_diff: Largest allowed absolute logit difference.
+        min_agreement: Smallest allowed top-1 agreement (share of samples, 0..1).
+
+    Raises:
+        ParityError: Naming both measured figures and both limits.
+    """
+    diff_ok = report.max_abs_diff <= max_abs_diff  # False for NaN
+    agree_ok = report.top1_agreement >= min_agreement
+    if diff_ok and agree_ok:
+        log.debug("parity ok: max |diff| %.3g, agreement %.4f", report.max_abs_diff, report.top1_agreement)
+        return
+    raise ParityError(
+        f"artifact differs from the reference on {report.n} samples: max |logit diff| "
+        f"{report.max_abs_diff:.3g} (limit {max_abs_diff:g}), top-1 agreement {report.top1_agreement:.2%} "
+        f"(limit {min_agreement:.2%})",
+        "the export is refused; check for unsupported ops or a preprocessing mismatch, or report a bug",
+    )
+
+
+def torch_reference(model: Any, spec: ModelSpec) -> Predictor:
+    """Wrap an eval-mode torch model as a predictor of spec-layout float32 batches (imports torch).
+
+    Args:
+        model: A ``torch.nn.Module`` taking ``(N, 3, H, W)`` images.
+        spec: Its input contract; an ``NHWC`` spec is transposed to ``NCHW`` before the model.
+    """
+    import torch
+
+    module = spec_layout_module(model, spec).eval()
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(np.ascontiguousarray(batch, np.float32))).float().numpy()
+
+    return predict
+
+
+def spec_layout_module(model: Any, spec: ModelSpec) -> Any:
+    """``model`` itself for an ``NCHW`` spec; for ``NHWC`` a module that permutes its input first."""
+    if spec.layout == "NCHW":
+        return model
+    import torch
+
+    class _FromNHWC(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x.permute(0, 3, 1, 2))
+
+    return _FromNHWC(model)

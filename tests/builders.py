@@ -1,0 +1,62 @@
+"""Builders of small real inputs shared by the tests: image folders and a tiny run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+LABELS = ("cat", "dog", "fox")
+
+
+def make_image_folder(root: Path, per_class: int = 8) -> Path:
+    """Three classes of small PNGs whose colour differs per class (sizes vary, to exercise resizing)."""
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(LABELS):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.normal(60 + 70 * c, 40, (40 + i, 56, 3))
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def make_run(root: Path) -> Path:
+    """A run folder holding a random-init MobileNetV3-Small at 64x64 with meaningful, varied logits.
+
+    Batch-norm statistics are re-estimated on random inputs so activations keep their spread (the
+    random-init defaults collapse them), like a trained model's would.
+    """
+    import torch
+
+    from edgetl.config import FinetuneConfig
+    from edgetl.fsutil import write_json
+    from edgetl.models import build_classifier, default_spec
+    from edgetl.runfolder import save_run_files
+
+    images = make_image_folder(root / "images")
+    torch.manual_seed(0)
+    model, _ = build_classifier("mobilenet_v3_small", len(LABELS), pretrained=False)
+    _calibrate_batchnorm(model, torch)
+    spec = default_spec("mobilenet_v3_small", LABELS, input_size=(64, 64))
+    config = FinetuneConfig()
+    config.data.data = str(images)
+    config.model.backbone, config.model.pretrained = "mobilenet_v3_small", False
+    arch = {"backbone": "mobilenet_v3_small", "num_classes": len(LABELS), "dropout": 0.2, "hidden": None}
+    run = root / "run"
+    save_run_files(run, model.state_dict(), spec, arch, config)
+    write_json(run / "metrics.json", {"test": {"accuracy": 1 / 3}})
+    return run
+
+
+def _calibrate_batchnorm(model, torch) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(16, 3, 64, 64))
+    model.eval()
