@@ -1,0 +1,128 @@
+"""Bench engines: what the benchmark can run a bundle's model on, registered by name.
+
+``onnxruntime`` times the bundle's own model file through :class:`edgetl.runtime.OrtEngine`.
+``torch`` times the PyTorch model the bundle was exported from (eager, ``inference_mode``): it loads
+the run folder named in the bundle's provenance, so it is skipped, not failed, when that folder is gone.
+Each engine imports its library only in :meth:`import_backend`/:meth:`load`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from edgetl.errors import BenchmarkError
+from edgetl.registry import Registry
+from edgetl.runtime.bundle import Manifest
+from edgetl.verify import Predictor
+
+
+class EngineSkipped(BenchmarkError):
+    """This engine cannot run this bundle here; the result row says why instead of failing the benchmark."""
+
+
+@dataclass
+class LoadedEngine:
+    """A ready predictor and an optional note for the result row."""
+
+    predict: Predictor
+    note: str | None = None
+
+
+class BenchEngine(Protocol):
+    """The contract of a bench engine."""
+
+    name: str
+    package: str
+
+    def check(self, manifest: Manifest) -> None:
+        """Raise :class:`EngineSkipped` early (before imports) when this engine cannot run the bundle."""
+        ...
+
+    def import_backend(self) -> None:
+        """Import the engine's library (timed separately from loading the model)."""
+        ...
+
+    def load(self, manifest: Manifest, threads: int) -> LoadedEngine:
+        """Load the model with ``threads`` intra-op threads; raise :class:`EngineSkipped` if impossible."""
+        ...
+
+
+def package_version(package: str) -> str:
+    """Installed version of ``package``, or ``"not installed"``."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _import(package: str) -> None:
+    try:
+        importlib.import_module(package)
+    except ImportError as exc:
+        raise EngineSkipped(f"{package} is not installed ({exc})") from None
+
+
+class OrtBench:
+    """The bundle's ONNX model in ONNX Runtime (CPU)."""
+
+    name = "onnxruntime"
+    package = "onnxruntime"
+
+    def check(self, manifest: Manifest) -> None:
+        """Only ONNX bundles."""
+        if manifest.format != "onnx":
+            raise EngineSkipped(f"runs onnx bundles, not {manifest.format}")
+
+    def import_backend(self) -> None:
+        """Import onnxruntime."""
+        _import(self.package)
+
+    def load(self, manifest: Manifest, threads: int) -> LoadedEngine:
+        """An ONNX Runtime session on the bundle's model file."""
+        from edgetl.runtime.engines import OrtEngine
+
+        return LoadedEngine(OrtEngine(manifest.model_path, threads=threads).run)
+
+
+class TorchBench:
+    """The PyTorch model the bundle was exported from, in eager mode."""
+
+    name = "torch"
+    package = "torch"
+
+    def check(self, manifest: Manifest) -> None:
+        """The run folder named in the bundle's provenance must still exist."""
+        run_dir = (manifest.data.get("provenance") or {}).get("run_dir")
+        if not run_dir or not Path(run_dir).is_dir():
+            raise EngineSkipped("run folder not found")
+
+    def import_backend(self) -> None:
+        """Import torch and the model libraries (torchvision, timm): about 5 s on a small CPU."""
+        for package in (self.package, "torchvision", "timm", "edgetl.models"):
+            _import(package)
+
+    def load(self, manifest: Manifest, threads: int) -> LoadedEngine:
+        """Rebuild the model from the run folder in the bundle's provenance, with ``threads`` threads."""
+        import torch
+
+        from edgetl.runfolder import load_run
+        from edgetl.verify import torch_reference
+
+        self.check(manifest)
+        provenance = manifest.data["provenance"]
+        torch.set_num_threads(threads)
+        run = load_run(provenance["run_dir"])
+        note = None
+        if provenance.get("run_fingerprint") not in (None, run.fingerprint()):
+            note = "run folder changed since export"
+        return LoadedEngine(torch_reference(run.model(), manifest.spec), note)
+
+
+#: Bench engines by name.
+BENCH_ENGINES: Registry[BenchEngine] = Registry("bench engine")
+BENCH_ENGINES.add(OrtBench.name, OrtBench())
+BENCH_ENGINES.add(TorchBench.name, TorchBench())

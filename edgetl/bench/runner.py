@@ -1,0 +1,362 @@
+"""Benchmark a bundle on a target: one row per engine x threads x batch size.
+
+Every configuration runs in a fresh Python process (``subprocess``, not fork), so each row's figures
+are its own:
+
+* cold start = model load + first inference (the engine library's import is reported separately as
+  ``import_ms``); no earlier configuration has warmed caches or allocators;
+* peak RSS is the child's high-water mark (``VmHWM`` in ``/proc/self/status``, which starts fresh at
+  ``exec``; ``ru_maxrss`` does not, as it inherits the parent's peak), so ONNX Runtime rows are not
+  inflated by torch being loaded for other rows. ``baseline_rss_mb`` is the child's RSS before the
+  engine library was imported (Python, numpy, Pillow, edgetl);
+* end-to-end latency (batch 1 rows) is open image file -> bundle preprocessing -> inference.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from edgetl import __version__
+from edgetl.bench.engines import BENCH_ENGINES, EngineSkipped, package_version
+from edgetl.bench.targets import TargetProfile, available_cores, load_target, resolve_threads
+from edgetl.bench.timing import TimingStats, measure, time_once_ms
+from edgetl.errors import BenchmarkError, EdgetlError
+from edgetl.fsutil import read_json, sha256_file, write_json
+from edgetl.progress import Ticker
+from edgetl.runtime.bundle import Manifest, read_manifest
+from edgetl.runtime.preprocess import open_image, preprocess
+from edgetl.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+log = logging.getLogger("edgetl")
+SCHEMA_VERSION = 1
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding the edgetl package
+_CHILD_OVERHEAD_S = 300  # imports, model load, first run
+
+
+def bench_bundle(
+    bundle_dir: str | Path,
+    target: str | Path | TargetProfile = "local-cpu",
+    *,
+    engines: list[str] | None = None,
+    threads: list[int | str] | None = None,
+    batch_sizes: list[int] | None = None,
+    image: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Benchmark a bundle on a target and return JSON-ready results.
+
+    Args:
+        bundle_dir: A bundle folder written by ``edgetl export``.
+        target: Target profile name (``targets/<name>.yaml``), path, or a loaded profile.
+        engines: Only these bench engines (default: the target's).
+        threads: Thread counts, ints or ``"all"`` (default: the target's).
+        batch_sizes: Batch sizes (default: the target's).
+        image: Image file for the end-to-end timing; default: a test image of the run's dataset, or a
+            synthetic PNG of the spec's input size when that is unavailable.
+        progress: Show a progress bar.
+
+    Returns:
+        ``{"schema_version", "created", "edgetl_version", "bundle", "target", "machine", "engines",
+        "image", "rows"}``; each row holds ``engine``, ``threads``, ``batch``, ``status`` (``ok`` or
+        ``skipped: ...``), ``latency_ms`` (p50/p90/p99/mean/std/min/max, runs), ``throughput_ips``,
+        ``import_ms``, ``load_ms``, ``first_run_ms``, ``cold_start_ms``, ``baseline_rss_mb``,
+        ``peak_rss_mb``, ``end_to_end_ms`` (batch 1 only) and ``note``.
+
+    Raises:
+        UnknownNameError: Unknown target or engine (the known ones are listed).
+        RunFolderError: The bundle is missing or malformed.
+        BenchmarkError: A configuration failed.
+    """
+    profile = _profile(target, engines, threads, batch_sizes)
+    for name in profile.engines:
+        BENCH_ENGINES.get(name)
+    manifest = read_manifest(bundle_dir)
+    machine = machine_info()  # before our own load shows in the load average
+    with tempfile.TemporaryDirectory(prefix="edgetl-bench-") as tmp:
+        image_path, image_info = bench_image(manifest, image, Path(tmp))
+        rows = _run_jobs(_jobs(manifest, profile, image_path), progress)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "edgetl_version": __version__,
+        "bundle": bundle_info(manifest),
+        "target": profile.to_dict(),
+        "machine": machine,
+        "engines": {name: package_version(BENCH_ENGINES.get(name).package) for name in profile.engines},
+        "image": image_info,
+        "rows": rows,
+    }
+
+
+def _profile(
+    target: str | Path | TargetProfile,
+    engines: list[str] | None,
+    threads: list[int | str] | None,
+    batch_sizes: list[int] | None,
+) -> TargetProfile:
+    profile = target if isinstance(target, TargetProfile) else load_target(target)
+    changes = {"engines": engines, "threads": threads, "batch_sizes": batch_sizes}
+    return replace(profile, **{k: tuple(v) for k, v in changes.items() if v})
+
+
+def _jobs(manifest: Manifest, profile: TargetProfile, image: Path) -> list[dict[str, Any]]:
+    timing = {k: getattr(profile, k) for k in ("warmup", "min_runs", "min_time_s", "max_time_s")}
+    combos = itertools.product(profile.engines, profile.threads, profile.batch_sizes)
+    return [
+        {"bundle": str(manifest.folder), "engine": engine, "threads": resolve_threads(threads),
+         "threads_spec": threads, "batch": batch, "timing": timing, "env": profile.env,
+         "image": str(image) if batch == 1 else None}
+        for engine, threads, batch in combos
+    ]
+
+
+def _run_jobs(jobs: list[dict[str, Any]], progress: bool) -> list[dict[str, Any]]:
+    """Each job in its own fresh Python process, one after the other."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgetl-jobs-") as tmp, \
+            Ticker("bench", total=len(jobs), enabled=progress) as ticker:
+        for i, job in enumerate(jobs):
+            label = f"{job['engine']} threads={job['threads']} batch={job['batch']}"
+            row = _run_child(job, Path(tmp) / f"job{i}.json", label)
+            if "error" in row:
+                raise BenchmarkError(f"{label}: {row['error']}")
+            rows.append(row)
+            ticker.advance(label)
+    return rows
+
+
+def _run_child(job: dict[str, Any], job_file: Path, label: str) -> dict[str, Any]:
+    """Run :func:`child_main` in a fresh interpreter (no fork, no re-import of the caller's ``__main__``)."""
+    write_json(job_file, job)
+    python_path = os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, **job["env"], "PYTHONPATH": python_path}
+    timeout = 2 * job["timing"]["max_time_s"] + _CHILD_OVERHEAD_S
+    code = "from edgetl.bench.runner import child_main; child_main()"
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, str(job_file)], env=env, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise BenchmarkError(f"{label}: no result after {timeout:.0f} s", "lower max_time_s") from None
+    result_file = job_file.with_suffix(".out.json")
+    if proc.returncode != 0 or not result_file.is_file():
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or f"exit code {proc.returncode}"
+        raise BenchmarkError(f"{label}: the benchmark process failed: {tail}",
+                             "a negative exit code means it was killed (out of memory?)")
+    return read_json(result_file)
+
+
+def child_main() -> None:
+    """Entry point of a benchmark child process: job file in ``argv[1]``, row to ``<job>.out.json``."""
+    job_file = Path(sys.argv[1])
+    write_json(job_file.with_suffix(".out.json"), run_job(read_json(job_file)))
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Measure one configuration (in the child process); errors come back in the row."""
+    row = {key: job[key] for key in ("engine", "threads", "threads_spec", "batch")}
+    row.update(dict.fromkeys(_MEASURED_KEYS))  # skipped rows have the same keys, set to None
+    try:
+        row.update(_measure(job))
+    except EngineSkipped as exc:
+        row.update(status=f"skipped: {exc.message}")
+    except EdgetlError as exc:
+        row.update(error=exc.one_line())
+    return row
+
+
+_MEASURED_KEYS = ("status", "latency_ms", "throughput_ips", "import_ms", "load_ms", "first_run_ms",
+                  "cold_start_ms", "baseline_rss_mb", "peak_rss_mb", "end_to_end_ms", "note")
+
+
+def _measure(job: dict[str, Any]) -> dict[str, Any]:
+    baseline = current_rss_mb()
+    manifest = read_manifest(job["bundle"])
+    engine = BENCH_ENGINES.get(job["engine"])
+    engine.check(manifest)
+    import_ms = time_once_ms(engine.import_backend)
+    batch = _random_batch(manifest.spec, job["batch"])
+    loaded, load_ms = _timed_load(engine, manifest, job["threads"])
+    first_ms = time_once_ms(lambda: loaded.predict(batch))
+    stats = measure(lambda: loaded.predict(batch), **job["timing"])
+    e2e = _end_to_end(loaded.predict, manifest.spec, job["image"], job["timing"]) if job["image"] else None
+    return {
+        "status": "ok", "latency_ms": stats.to_dict(), "throughput_ips": job["batch"] * 1000 / stats.p50_ms,
+        "import_ms": import_ms, "load_ms": load_ms, "first_run_ms": first_ms,
+        "cold_start_ms": load_ms + first_ms,
+        "baseline_rss_mb": baseline, "peak_rss_mb": peak_rss_mb(),
+        "end_to_end_ms": e2e.to_dict() if e2e else None, "note": loaded.note,
+    }
+
+
+def _timed_load(engine: Any, manifest: Manifest, threads: int) -> tuple[Any, float]:
+    holder = []
+    load_ms = time_once_ms(lambda: holder.append(engine.load(manifest, threads)))
+    return holder[0], load_ms
+
+
+def _random_batch(spec: ModelSpec, batch: int) -> np.ndarray:
+    height, width = spec.input_size
+    shape = (batch, 3, height, width) if spec.layout == "NCHW" else (batch, height, width, 3)
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
+def _end_to_end(predict: Any, spec: ModelSpec, image: str, timing: dict[str, Any]) -> TimingStats:
+    """Open the image file, preprocess it with the bundle's spec, run batch 1."""
+    return measure(lambda: predict(preprocess(Path(image), spec)[None]), **timing)
+
+
+def current_rss_mb() -> float:
+    """This process's resident set size now, in MB."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS in MB: ``VmHWM`` on Linux, else ``ru_maxrss``."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def bench_image(manifest: Manifest, image: str | Path | None, tmp: Path) -> tuple[Path, dict[str, Any]]:
+    """The image file for end-to-end timing and a description of where it came from."""
+    if image is not None:
+        size = open_image(image).size  # raises DataError for a missing or unreadable file
+        return Path(image), {"source": "given", "path": str(image), "size": list(size)}
+    path = tmp / "bench.png"
+    try:
+        img = _dataset_image(manifest)
+        source = "run's test split"
+    except (EdgetlError, OSError, KeyError) as exc:
+        log.info("no dataset image for the end-to-end timing (%s); using a synthetic image", exc)
+        height, width = manifest.spec.input_size
+        pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+        img, source = Image.fromarray(pixels), "synthetic"
+    img.save(path)
+    return path, {"source": source, "path": None, "size": list(img.size)}
+
+
+def _dataset_image(manifest: Manifest) -> Image.Image:
+    from edgetl.runfolder import load_run
+
+    run_dir = (manifest.data.get("provenance") or {}).get("run_dir")
+    if not run_dir:
+        raise KeyError("the bundle names no run folder")
+    test = load_run(run_dir).data().test
+    if len(test) == 0:
+        raise KeyError("the test split is empty")
+    return test.image(0)
+
+
+def bundle_info(manifest: Manifest) -> dict[str, Any]:
+    """Path, format, precision, model file size and hash of the benchmarked bundle."""
+    files = [p for p in manifest.folder.rglob("*") if p.is_file()]
+    return {
+        "path": str(manifest.folder.resolve()),
+        "format": manifest.data["format"],
+        "precision": manifest.data["precision"],
+        "model_file": manifest.data["model_file"],
+        "file_size_bytes": manifest.model_path.stat().st_size,
+        "bundle_size_bytes": sum(p.stat().st_size for p in files),
+        "model_sha256": sha256_file(manifest.model_path),
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core counts, memory, Python, OS and load (other work skews timings) of this machine."""
+    import psutil
+
+    return {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "usable_cores": available_cores(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def cpu_model() -> str:
+    """The CPU model name from ``/proc/cpuinfo``, else what :mod:`platform` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+_COLUMNS = ("engine", "thr", "batch", "p50", "p90", "p99", "mean±sd", "img/s", "cold", "RSS", "e2e",
+            "note")
+
+
+def render_table(result: dict[str, Any]) -> Table:
+    """A terminal table of :func:`bench_bundle` results, one line per configuration."""
+    from rich import box
+    from rich.table import Table
+
+    bundle, machine = result["bundle"], result["machine"]
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        title=f"{Path(bundle['path']).name} ({bundle['format']} {bundle['precision']}, "
+        f"{bundle['file_size_bytes'] / 1e6:.2f} MB) on {result['target']['name']}",
+        caption=f"{machine['cpu']}, {machine['usable_cores']} cores. Latency percentiles in ms; cold = "
+        f"load + first inference (ms); RSS = peak MB; e2e = p50 ms from image file "
+        f"({result['image']['source']}) through preprocessing to logits.",
+    )
+    with_notes = any(row["status"] != "ok" or row["note"] for row in result["rows"])
+    columns = _COLUMNS if with_notes else _COLUMNS[:-1]
+    for name in columns:
+        numeric = name not in ("engine", "note")
+        table.add_column(name, justify="right" if numeric else "left", no_wrap=name != "note")
+    for row in result["rows"]:
+        table.add_row(*_cells(row)[: len(columns)])
+    return table
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    head = [row["engine"], _threads_label(row), str(row["batch"])]
+    if row["status"] != "ok":
+        return [*head, *(["-"] * (len(_COLUMNS) - 4)), row["status"]]
+    lat, e2e = row["latency_ms"], row["end_to_end_ms"]
+    return [
+        *head, _num(lat["p50_ms"]), _num(lat["p90_ms"]), _num(lat["p99_ms"]),
+        f"{_num(lat['mean_ms'])}±{_num(lat['std_ms'])}", _num(row["throughput_ips"]),
+        _num(row["cold_start_ms"]), _num(row["peak_rss_mb"]), _num(e2e["p50_ms"]) if e2e else "-",
+        row["note"] or "",
+    ]
+
+
+def _num(x: float) -> str:
+    """About three significant digits, without exponent: 1234, 45.1, 0.92."""
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def _threads_label(row: dict[str, Any]) -> str:
+    return f"all={row['threads']}" if row["threads_spec"] == "all" else str(row["threads"])
