@@ -1,0 +1,30 @@
+"""`edgetl finetune`: train a backbone + new head on an image dataset and write a run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgetl.cli.options import apply_overrides, config_options
+from edgetl.config import FINETUNE_MODES, DataConfig, FinetuneConfig, ModelConfig, TrainConfig, load_yaml
+
+
+@click.command("finetune")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML with data/model/train sections; flags override it.")
+@config_options({"data": DataConfig, "model": ModelConfig, "train": TrainConfig},
+                choices={"mode": FINETUNE_MODES})
+@click.option("--task", type=click.Choice(["image"]), default="image", help="What the model classifies.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run into the same --out.")
+def command(config_file: Path | None, task: str, out: Path, overwrite: bool, resume: bool, **flags) -> None:
+    """Fine-tune a backbone on DATA (an image folder or `fashion-mnist`) and save a run folder."""
+    from edgetl.cli.render import print_finetune_summary
+    from edgetl.train.finetune import finetune
+
+    cfg = FinetuneConfig.from_dict(load_yaml(config_file)) if config_file else FinetuneConfig()
+    apply_overrides(cfg, flags)
+    metrics = finetune(cfg.validate(), out, overwrite=overwrite, resume=resume)
+    print_finetune_summary(metrics, out)

@@ -1,0 +1,155 @@
+"""`edgetl run RECIPE.yaml`: finetune -> export (+verify) -> bench -> report, skipping unchanged stages.
+
+Every stage has the same shape: inputs (hashed) -> config -> output path. The hash of what a stage
+consumed is stored in ``<workdir>/stages.json``; a stage whose hash is unchanged and whose output
+exists is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgetl.config import FinetuneConfig, _check_keys, from_dict, load_yaml
+from edgetl.errors import ConfigError
+from edgetl.fsutil import read_json, sha256_file, sha256_json, write_json
+
+log = logging.getLogger("edgetl")
+
+
+@dataclass
+class ExportStage:
+    """Options of the export stage."""
+
+    format: str = "onnx"
+    precision: str = "fp32"
+    verify_limit: int | None = None
+    opset: int = 18
+
+
+@dataclass
+class BenchStage:
+    """Options of the benchmark stage."""
+
+    target: str = "local-cpu"
+    engines: list[str] | None = None
+    threads: list[int] | None = None
+    batch_sizes: list[int] | None = None
+
+
+@dataclass
+class Recipe:
+    """A whole pipeline, as read from YAML."""
+
+    name: str
+    workdir: Path
+    finetune: FinetuneConfig
+    export: ExportStage = field(default_factory=ExportStage)
+    bench: BenchStage | None = field(default_factory=BenchStage)
+    report: bool = True
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file; unknown keys are named."""
+    data = load_yaml(path)
+    _check_keys(data, {"name", "workdir", "finetune", "export", "bench", "report"}, f"recipe {path}")
+    name = str(data.get("name") or Path(path).stem)
+    bench = data.get("bench", {})
+    return Recipe(
+        name=name,
+        workdir=Path(data.get("workdir") or Path("runs") / name),
+        finetune=FinetuneConfig.from_dict(data.get("finetune", {})),
+        export=from_dict(ExportStage, data.get("export", {}), "recipe.export"),
+        bench=None if bench is False else from_dict(BenchStage, bench or {}, "recipe.bench"),
+        report=bool(data.get("report", True)),
+    )
+
+
+@dataclass
+class Stage:
+    """One step: ``run(out)`` writes ``out``; ``inputs()`` identifies what it consumes."""
+
+    name: str
+    out: Path
+    inputs: Callable[[], Any]
+    run: Callable[[Path], None]
+
+
+def _folder_identity(path: str) -> Any:
+    """Cheap identity of an image folder (names, sizes, mtimes) or of an embedded dataset name."""
+    root = Path(path)
+    if not root.is_dir():
+        return path
+    listing = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            st = (Path(dirpath) / name).stat()
+            listing.append((os.path.relpath(Path(dirpath) / name, root), st.st_size, st.st_mtime_ns))
+    return sha256_json(listing)
+
+
+def build_stages(recipe: Recipe) -> list[Stage]:
+    """The recipe's stages in order."""
+    from edgetl.bench.runner import bench_bundle
+    from edgetl.export import export
+    from edgetl.report.markdown import write_report
+    from edgetl.runfolder import load_run
+    from edgetl.train.finetune import finetune
+
+    w = recipe.workdir
+    run_dir, bundle = w / "run", w / f"bundle-{recipe.export.format}"
+    bench_json, report = w / "bench.json", w / "report"
+    ex, be = recipe.export, recipe.bench
+    stages = [
+        Stage("finetune", run_dir,
+              lambda: [recipe.finetune.to_dict(), _folder_identity(recipe.finetune.data.data)],
+              lambda out: finetune(recipe.finetune, out, overwrite=True)),
+        Stage("export", bundle,
+              lambda: [load_run(run_dir).fingerprint(), vars(ex)],
+              lambda out: export(run_dir, ex.format, out, precision=ex.precision, overwrite=True,
+                                 verify_limit=ex.verify_limit, opset=ex.opset)),
+    ]
+    if be is not None:
+        stages.append(Stage(
+            "bench", bench_json,
+            lambda: [sha256_file(bundle / "edgetl.json"), vars(be)],
+            lambda out: write_json(out, bench_bundle(bundle, be.target, engines=be.engines, threads=be.threads,
+                                                     batch_sizes=be.batch_sizes))))
+    if recipe.report:
+        stages.append(Stage(
+            "report", report,
+            lambda: [sha256_file(p) for p in (run_dir / "metrics.json", bundle / "edgetl.json", bench_json)
+                     if p.is_file()],
+            lambda out: write_report(run_dir, bundle, bench_json if be is not None else None, out)))
+    return stages
+
+
+def run_recipe(recipe: Recipe, force: bool = False) -> dict[str, str]:
+    """Run every stage whose inputs changed (all with ``force``); return each stage's status."""
+    recipe.workdir.mkdir(parents=True, exist_ok=True)
+    state_file = recipe.workdir / "stages.json"
+    done = read_json(state_file) if state_file.is_file() else {}
+    status = {}
+    for stage in build_stages(recipe):
+        key = sha256_json(stage.inputs())
+        if not force and done.get(stage.name) == key and stage.out.exists():
+            log.info("stage %s: inputs unchanged, skipped (%s)", stage.name, stage.out)
+            status[stage.name] = "skipped"
+            continue
+        log.info("stage %s -> %s", stage.name, stage.out)
+        stage.run(stage.out)
+        done[stage.name] = key
+        write_json(state_file, done)
+        status[stage.name] = "ran"
+    return status
+
+
+def check_recipe_paths(recipe: Recipe) -> None:
+    """Refuse a workdir that is a file."""
+    if recipe.workdir.exists() and not recipe.workdir.is_dir():
+        raise ConfigError(f"recipe workdir {recipe.workdir} is a file", "set `workdir:` to a folder")
