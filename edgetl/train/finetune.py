@@ -63,11 +63,11 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, overwrite: bool = False, r
     cfg.validate()
     BACKBONES.get(cfg.model.backbone)  # an unknown name fails before any work, listing the known ones
     out = check_out_dir(out, overwrite)
-    work = _prepare_work_dir(out, resume, cfg)
     _seed_everything(cfg.train.seed, cfg.train.threads)
     start = time.perf_counter()
     data = _load_data(cfg)
     model, spec, weights = _build(cfg, data.classes)
+    work = _prepare_work_dir(out, resume, cfg)  # only once the inputs are known to be good
     state = _train(model, spec, data, cfg, work)
     model.load_state_dict(state.best_state)
     metrics = _final_metrics(model, spec, data, cfg, state, weights.to_dict())
@@ -123,6 +123,7 @@ def _build(cfg: FinetuneConfig, classes: list[str]) -> tuple[ImageClassifier, Mo
     model, weights = build_classifier(
         m.backbone, len(classes), weights=m.weights, pretrained=m.pretrained, dropout=m.dropout, hidden=m.hidden
     )
+    model = model.to(memory_format=torch.channels_last)  # see loop.to_channels_last
     size = (cfg.data.image_size, cfg.data.image_size) if cfg.data.image_size else None
     spec = default_spec(m.backbone, classes, input_size=size)
     log.info("backbone %s: %s", m.backbone, weights.detail)
