@@ -237,3 +237,14 @@ def test_recipe_runs_then_skips_unchanged_stages(tmp_path: Path) -> None:
     second = run_cli("run", recipe)
     assert second.returncode == 0, second.stderr
     assert second.stdout.count("skipped") == 4
+
+
+def test_backbones_lists_every_registered_one() -> None:
+    from edgetl.models import BACKBONES
+
+    result = invoke("backbones", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [r["name"] for r in rows] == BACKBONES.names()
+    lite0 = next(r for r in rows if r["name"] == "efficientnet_lite0")
+    assert "package" in str(lite0["pretrained"]) and lite0["params"] > 3_000_000
