@@ -127,6 +127,10 @@ def _build(cfg: FinetuneConfig, classes: list[str]) -> tuple[ImageClassifier, Mo
     size = (cfg.data.image_size, cfg.data.image_size) if cfg.data.image_size else None
     spec = default_spec(m.backbone, classes, input_size=size)
     log.info("backbone %s: %s", m.backbone, weights.detail)
+    freezes = cfg.train.mode == "feature-extract" or (cfg.train.mode == "fine-tune" and cfg.train.unfreeze is not None)
+    if not weights.pretrained and freezes:
+        log.warning("%s has random weights, so its frozen part computes random features: expect poor accuracy; "
+                    "train every block instead (--mode fine-tune without --unfreeze)", m.backbone)
     return model, spec, weights
 
 
