@@ -248,3 +248,20 @@ def test_backbones_lists_every_registered_one() -> None:
     assert [r["name"] for r in rows] == BACKBONES.names()
     lite0 = next(r for r in rows if r["name"] == "efficientnet_lite0")
     assert "package" in str(lite0["pretrained"]) and lite0["params"] > 3_000_000
+
+
+@pytest.mark.slow
+def test_config_file_with_flag_overrides(tmp_path: Path) -> None:
+    data = shapes_folder(tmp_path / "data", per_class=8)
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text(f"data:\n  data: {data}\n  image_size: 32\nmodel:\n  backbone: mobilenet_v3_small\n"
+                   "  pretrained: false\ntrain:\n  epochs: 3\n  batch_size: 8\n")
+    out = tmp_path / "run"
+    result = invoke("finetune", "--config", cfg, "--epochs", 1, "--seed", 7, "--out", out)
+    assert result.exit_code == 0, result.output
+    import yaml
+
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["train"]["epochs"] == 1 and saved["train"]["seed"] == 7
+    assert saved["model"]["backbone"] == "mobilenet_v3_small" and saved["data"]["image_size"] == 32
+    assert len(read_json(out / "metrics.json")["history"]) == 1

@@ -37,7 +37,7 @@ class EdgetlGroup(click.Group):
             click.echo(f"error: {exc.one_line()}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("interrupted (an unfinished run can be continued with --resume)", err=True)
+            click.echo("interrupted (an unfinished finetune continues with --resume; other outputs were not written)", err=True)
             sys.exit(130)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
