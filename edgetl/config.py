@@ -60,7 +60,7 @@ class TrainConfig:
     """Optimisation and freezing policy."""
 
     mode: str = field(default="fine-tune", metadata={"help": "feature-extract | fine-tune | progressive"})
-    unfreeze: int | None = field(default=None, metadata={"help": "last N blocks to train (fine-tune); all"})
+    unfreeze: int | None = field(default=None, metadata={"help": "fine-tune only the last N blocks (omit: all)"})
     epochs: int = field(default=10, metadata={"help": "maximum epochs"})
     batch_size: int = field(default=64, metadata={"help": "batch size"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the head"})

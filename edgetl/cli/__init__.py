@@ -37,7 +37,8 @@ class EdgetlGroup(click.Group):
             click.echo(f"error: {exc.one_line()}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("interrupted (an unfinished finetune continues with --resume; other outputs were not written)", err=True)
+            click.echo("interrupted: nothing half-written was left (an unfinished finetune continues with --resume)",
+                       err=True)
             sys.exit(130)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise

@@ -25,11 +25,12 @@ def _option(section: str, f: dataclasses.Field, hints: dict[str, Any], choices: 
     help_text = f.metadata.get("help", "")
     tp = _base_type(hints[f.name])
     default = f.default if f.default is not dataclasses.MISSING else None
+    if default is not None:
+        help_text = f"{help_text} [default: {default}]"
     if tp is bool:
-        return click.option(f"--{flag}/--no-{flag}", dest, default=None, help=f"{help_text} [default: {default}]")
+        return click.option(f"--{flag}/--no-{flag}", dest, default=None, help=help_text)
     click_type = click.Choice(choices[f.name]) if f.name in choices else tp
-    return click.option(f"--{flag}", dest, type=click_type, default=None,
-                        help=f"{help_text} [default: {default}]")
+    return click.option(f"--{flag}", dest, type=click_type, default=None, help=help_text)
 
 
 def config_options(sections: dict[str, type], choices: dict[str, tuple] | None = None,

@@ -1,4 +1,4 @@
-"""Image datasets: folders of images and embedded datasets, split into train, val and test.
+"""Datasets: image folders, text files and embedded datasets, split into train, val and test.
 
 ``load_image_data`` is the front end; it dispatches to a loader registered in
 ``EMBEDDED_DATASETS`` (by name) or to the image-folder loader (by path). Only
@@ -14,18 +14,23 @@ from edgetl.data.fashion_mnist import load_fashion_mnist
 from edgetl.data.folder import IMAGE_EXTENSIONS, load_folder
 from edgetl.data.samples import ArraySamples, FileSamples, ImageData, SampleSet
 from edgetl.data.splits import LoadOptions
+from edgetl.data.text import EMBEDDED_TEXT_DATASETS, TextData, TextSamples, load_text_data
 from edgetl.errors import DataError
 from edgetl.registry import Registry
 
 __all__ = [
     "EMBEDDED_DATASETS",
+    "EMBEDDED_TEXT_DATASETS",
     "IMAGE_EXTENSIONS",
     "ArraySamples",
     "FileSamples",
     "ImageData",
     "LoadOptions",
     "SampleSet",
+    "TextData",
+    "TextSamples",
     "load_image_data",
+    "load_text_data",
 ]
 
 #: Embedded datasets by name; each loader takes :class:`LoadOptions` and returns :class:`ImageData`.

@@ -1,0 +1,513 @@
+"""Text-classification datasets: CSV/TSV/JSONL files, folders of ``.txt`` files, embedded datasets.
+
+``load_text_data`` is the front end. Files are decoded as UTF-8 (a byte-order mark is allowed) with the
+standard library's ``csv`` and ``json``; texts and labels are stripped of surrounding whitespace.
+Splitting reuses the stratified, seeded helpers of :mod:`edgetl.data.splits`.
+"""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import csv
+import gzip
+import io
+import json
+import logging
+import math
+import re
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from edgetl.data.folder import SPLIT_FOLDERS
+from edgetl.data.samples import class_counts
+from edgetl.data.splits import LoadOptions, cap_per_class, min_per_class, split_predefined, stratified_split
+from edgetl.errors import ConfigError, DataError
+from edgetl.registry import Registry
+
+log = logging.getLogger("edgetl")
+
+#: Table file extensions (lower case) and their format; each may also end in a compression suffix.
+TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+COMPRESSIONS: dict[str, Callable[[bytes], bytes]] = {".gz": gzip.decompress, ".bz2": bz2.decompress}
+#: Split names (lower case) accepted in a split column and as split file or folder names.
+SPLIT_NAMES = {**SPLIT_FOLDERS, "dev": "val"}
+#: Texts and labels equal to one of these (after stripping, any case) count as missing.
+MISSING_VALUES = frozenset({"", "nan", "null", "none"})
+#: Why a row is skipped; ``TextData.stats`` counts the rows per reason.
+SKIP_REASONS = {
+    "empty_text": "empty or missing text",
+    "missing_label": "empty or missing label",
+    "missing_split": "empty or missing split value",
+    "rare_label": "label with too few examples to stratify",
+}
+_SUPPORTED = ".csv, .tsv, .jsonl, .ndjson, each optionally .gz or .bz2"
+_LAYOUT_HINT = "give a .csv/.tsv/.jsonl file, a folder of train/val/test files, or <root>/<class>/<example>.txt"
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+@dataclass
+class TextSamples:
+    """Texts with integer labels.
+
+    Attributes:
+        texts: One string per sample.
+        labels: Class index per sample, int64, shape ``(N,)``.
+    """
+
+    texts: list[str]
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        if len(self.texts) != self.labels.shape[0]:
+            raise DataError(f"got {len(self.texts)} texts but {self.labels.shape[0]} labels", "pass one label per text")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, idx: np.ndarray) -> TextSamples:
+        """A new set holding the samples at positions ``idx``, in that order."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return TextSamples([self.texts[i] for i in idx], self.labels[idx])
+
+
+@dataclass
+class TextData:
+    """A text dataset split into train, validation and test sets.
+
+    Attributes:
+        classes: Class names; label ``i`` means ``classes[i]``. Sorted as strings, or in numeric order
+            when every label is an integer (``"2"`` before ``"10"``); see :func:`class_order`.
+        train: Training samples.
+        val: Validation samples.
+        test: Held-out samples for the final metric.
+        source: An embedded dataset name or the resolved file or folder path.
+        stats: Rows skipped, by reason (every key of ``SKIP_REASONS``, zero when none).
+        fingerprint: SHA-256 over the files' identity, the columns and the loading options.
+    """
+
+    classes: list[str]
+    train: TextSamples
+    val: TextSamples
+    test: TextSamples
+    source: str
+    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
+    fingerprint: str = ""
+
+    def splits(self) -> dict[str, TextSamples]:
+        """The three sets by name: ``train``, ``val``, ``test``."""
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+    def summary(self) -> dict[str, Any]:
+        """Sizes per split and per class, and skipped rows, JSON-ready.
+
+        Returns:
+            ``{"source", "classes", "train", "val", "test", "skipped", "skipped_by_reason",
+            "per_class": {split: {class: n}}}``; ``skipped`` is the total number of skipped rows.
+        """
+        out: dict[str, Any] = {"source": self.source, "classes": list(self.classes)}
+        per_class: dict[str, dict[str, int]] = {}
+        for name, samples in self.splits().items():
+            out[name] = len(samples)
+            counts = class_counts(samples.labels, len(self.classes))
+            per_class[name] = {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
+        out["skipped"] = sum(self.stats.values())
+        out["skipped_by_reason"] = dict(self.stats)
+        out["per_class"] = per_class
+        return out
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The table columns (or JSON keys) holding the text, the label and, optionally, the split."""
+
+    text: str = "text"
+    label: str = "label"
+    split: str | None = None
+
+    def names(self) -> list[str]:
+        """The column names to read: text, label, then split when set."""
+        return [c for c in (self.text, self.label, self.split) if c is not None]
+
+    def check(self, found: Iterable[str], path: Path) -> None:
+        """Raise :class:`ConfigError` listing the columns found when a wanted one is missing."""
+        found = list(found)
+        missing = [c for c in self.names() if c not in found]
+        if missing:
+            raise ConfigError(
+                f"{path.name}: column {', '.join(map(repr, missing))} not found; "
+                f"columns found: {', '.join(map(repr, found)) or 'none'}",
+                "pass text_column= / label_column= / split_column= naming the right columns",
+            )
+
+
+class Record(NamedTuple):
+    """One row: where it is (for messages), and its text, label and split values."""
+
+    where: str
+    text: Any
+    label: Any
+    split: Any = None
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def table_format(path: Path) -> tuple[str, str] | None:
+    """``(format, full suffix)`` of a table file name, e.g. ``("csv", ".csv.gz")``; ``None`` if unsupported."""
+    name = path.name.lower()
+    for ext, fmt in TABLE_FORMATS.items():
+        for suffix in (ext, *(ext + c for c in COMPRESSIONS)):
+            if name.endswith(suffix):
+                return fmt, suffix
+    return None
+
+
+def decode_utf8(raw: bytes, path: Path) -> str:
+    """Decode UTF-8 (a BOM is dropped); a bad byte raises :class:`DataError` naming its 1-based line."""
+    raw = raw.removeprefix(codecs.BOM_UTF8)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[exc.start]:02x})",
+            f"re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > fixed-{path.name}",
+        ) from None
+
+
+def _read_text(path: Path, suffix: str) -> str:
+    decompress = next((fn for comp, fn in COMPRESSIONS.items() if suffix.endswith(comp)), None)
+    try:
+        raw = path.read_bytes()
+        raw = decompress(raw) if decompress else raw
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        raise DataError(f"cannot read {path}: {exc}", "check that the file is complete and not corrupt") from None
+    return decode_utf8(raw, path)
+
+
+def _parse_delimited(text: str, path: Path, columns: Columns, delimiter: str) -> list[Record]:
+    csv.field_size_limit(2**31 - 1)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header = [name.strip() for name in next((row for row in reader if row), [])]
+    columns.check(header, path)
+    positions = [header.index(name) for name in columns.names()]
+    records, start = [], reader.line_num + 1
+    try:
+        for fields in reader:
+            if fields:
+                values = [fields[i] if i < len(fields) else None for i in positions]
+                records.append(Record(f"{path.name} line {start}", *values))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {start} is malformed ({exc})", "check the quoting on that line") from None
+    return records
+
+
+def _parse_jsonl(text: str, path: Path, columns: Columns) -> list[Record]:
+    records, keys = [], {}
+    for n, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {n} is not valid JSON ({exc.msg})", "write one object per line") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}: line {n} is a JSON {type(obj).__name__}", "write one JSON object per line")
+        keys.update(dict.fromkeys(obj))
+        records.append(Record(f"{path.name} line {n}", *(obj.get(name) for name in columns.names())))
+    columns.check(keys, path)
+    return records
+
+
+def read_table(path: Path, columns: Columns) -> list[Record]:
+    """Read the wanted columns of every row of a CSV, TSV or JSONL file (optionally compressed).
+
+    Raises:
+        DataError: Unsupported extension, undecodable or malformed file, or no rows.
+        ConfigError: A wanted column is missing (the message lists the columns found).
+    """
+    found = table_format(path)
+    if found is None:
+        raise DataError(f"unsupported text data file {path.name}", f"use one of: {_SUPPORTED}")
+    text = _read_text(path, found[1])
+    if not text.strip():
+        raise DataError(f"{path} is empty", "add a header row and at least 3 examples per class")
+    if found[0] == "jsonl":
+        records = _parse_jsonl(text, path, columns)
+    else:
+        records = _parse_delimited(text, path, columns, "\t" if found[0] == "tsv" else ",")
+    if not records:
+        raise DataError(f"{path} has no data rows", "add at least 3 examples per class")
+    return records
+
+
+def _visible(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _by_split(entries: dict[str, Path], root: Path, what: str) -> dict[str, Path]:
+    """``{split: path}`` for the entries whose name is a split name (``train``, ``val``, ...)."""
+    found: dict[str, Path] = {}
+    for name, path in entries.items():
+        split = SPLIT_NAMES.get(name.lower())
+        if split in found:
+            raise DataError(f"{root} has two {split} {what}s: {found[split].name}, {path.name}", "keep only one")
+        if split is not None:
+            found[split] = path
+    if found and "train" not in found:
+        raise DataError(f"{root} has {what}s for {', '.join(sorted(found))} but none for train", _LAYOUT_HINT)
+    return found
+
+
+@dataclass
+class _Reader:
+    """Reads records from a file or folder and keeps the list of files read, for the fingerprint."""
+
+    columns: Columns
+    files: list[Path] = field(default_factory=list)
+
+    def table(self, path: Path, split: str | None = None) -> list[Record]:
+        self.files.append(path)
+        records = read_table(path, self.columns)
+        return records if split is None else [r._replace(split=split) for r in records]
+
+    def folder(self, root: Path) -> list[Record]:
+        if self.columns.split is not None:
+            raise ConfigError("split_column applies to a single table file, not a folder", "leave it unset")
+        tables = {p.name[: -len(f[1])]: p for p in _visible(root) if p.is_file() and (f := table_format(p))}
+        if split_files := _by_split(tables, root, "file"):
+            return [r for split, path in split_files.items() for r in self.table(path, split)]
+        if split_dirs := _by_split({p.name: p for p in _visible(root) if p.is_dir()}, root, "folder"):
+            return [r for split, path in split_dirs.items() for r in self.class_dirs(path, root, split)]
+        return self.class_dirs(root, root, None)
+
+    def class_dirs(self, folder: Path, root: Path, split: str | None) -> list[Record]:
+        dirs = [p for p in _visible(folder) if p.is_dir()]
+        if not dirs:
+            raise DataError(f"no split files or class folders in {folder}", _LAYOUT_HINT)
+        records = []
+        for d in dirs:
+            paths = [p for p in sorted(d.rglob("*")) if p.suffix.lower() == ".txt" and p.is_file()]
+            paths = [p for p in paths if not any(s.startswith(".") for s in p.relative_to(d).parts)]
+            if not paths:
+                raise DataError(f"class folder {d} has no .txt files", "add one .txt file per example, or remove it")
+            self.files.extend(paths)
+            records += [Record(p.relative_to(root).as_posix(), decode_utf8(p.read_bytes(), p), d.name, split)
+                        for p in paths]
+        return records
+
+    def identity(self, root: Path) -> list[tuple[str, int, int]]:
+        """Sorted ``(path relative to root, size, mtime_ns)`` of every file read."""
+        stats = [(p.relative_to(root).as_posix(), p.stat()) for p in self.files]
+        return sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats)
+
+
+# ---------------------------------------------------------------- building the dataset
+
+
+def _value(raw: Any, where: str, what: str) -> str | None:
+    """A value as a stripped string; ``None`` when missing, NaN or NaN-like (see ``MISSING_VALUES``)."""
+    if isinstance(raw, dict | list):
+        raise DataError(f"{what} at {where} is a JSON {type(raw).__name__}", f"store each {what} as a string")
+    if raw is None or (isinstance(raw, float) and math.isnan(raw)):
+        return None
+    value = str(int(raw) if isinstance(raw, float) and raw.is_integer() else raw).strip()
+    return None if value.lower() in MISSING_VALUES else value
+
+
+def _split_value(raw: Any, where: str, split_column: bool) -> str | None:
+    """``train``/``val``/``test``; ``all`` when the data has no splits; ``None`` when missing."""
+    if raw is None and not split_column:
+        return "all"
+    value = _value(raw, where, "split")
+    if value is not None and value.lower() not in SPLIT_NAMES:
+        raise DataError(f"unknown split {value!r} at {where}", f"use one of: {', '.join(SPLIT_NAMES)} (any case)")
+    return None if value is None else SPLIT_NAMES[value.lower()]
+
+
+def _clean(records: list[Record], strict: bool, split_column: bool, stats: dict[str, int]) -> list[Record]:
+    """Normalise every value; skip (and count) rows missing a text, label or split, or raise if strict."""
+    rows, first = [], ""
+    for rec in records:
+        text, label = _value(rec.text, rec.where, "text"), _value(rec.label, rec.where, "label")
+        row = Record(rec.where, text, label, _split_value(rec.split, rec.where, split_column))
+        # SKIP_REASONS starts with the reasons for a missing text, label and split, in that order
+        reason = next((r for r, v in zip(SKIP_REASONS, row[1:], strict=False) if v is None), None)
+        if reason is None:
+            rows.append(row)
+        elif strict:
+            raise DataError(f"{SKIP_REASONS[reason]} at {rec.where}", "fix that row, or load without strict to skip it")
+        else:
+            stats[reason] += 1
+            first = first or rec.where
+    if first:
+        counts = ", ".join(f"{n} {reason}" for reason, n in stats.items() if n)
+        log.warning("skipped %d row(s) (%s), the first at %s", sum(stats.values()), counts, first)
+    return rows
+
+
+def _drop_rare(rows: list[Record], need: int, strict: bool, stats: dict[str, int]) -> list[Record]:
+    """Drop the labels with fewer than ``need`` examples in the rows to split (all rows, or train)."""
+    counts = Counter(r.label for r in rows if r.split in ("all", "train"))
+    rare = {label: n for label, n in sorted(counts.items()) if n < need}
+    if not rare:
+        return rows
+    named = ", ".join(f"{label!r} ({n} example{'s' * (n > 1)})" for label, n in rare.items())
+    if strict:
+        raise DataError(
+            f"too few examples to stratify label {named}; each label needs at least {need}",
+            "add examples or remove the label, or load without strict to drop it",
+        )
+    kept = [r for r in rows if r.label not in rare]
+    stats["rare_label"] += len(rows) - len(kept)
+    log.warning("dropped label %s: too few examples to stratify (each label needs at least %d)", named, need)
+    return kept
+
+
+def class_order(labels: Iterable[str]) -> list[str]:
+    """The distinct labels, sorted as strings, or numerically when every one is an integer."""
+    names = set(labels)
+    if names and all(_INTEGER.fullmatch(n) for n in names):
+        return sorted(names, key=lambda n: (int(n), n))
+    return sorted(names)
+
+
+def _classes(rows: list[Record], source: str) -> list[str]:
+    classes = class_order(r.label for r in rows if r.split in ("all", "train"))
+    if unseen := sorted({r.label for r in rows} - set(classes)):
+        raise DataError(f"label {', '.join(map(repr, unseen))} is in val or test but not in train", "add it to train")
+    if len(classes) < 2:
+        raise DataError(
+            f"{source}: need at least 2 classes, found {repr(classes[0]) if classes else 'none'}",
+            "check label_column and the warnings about skipped rows and dropped labels",
+        )
+    return classes
+
+
+def build_text_data(
+    records: list[Record], *, source: str, identity: Any, options: LoadOptions, split_column: bool = False
+) -> TextData:
+    """Clean records, drop labels too rare to stratify, and split them into :class:`TextData`.
+
+    Records without a split are split stratified and seeded with the option fractions (after
+    ``limit_per_class``); records tagged train/val/test keep their split, and a missing val or test
+    is carved from train (see :func:`edgetl.data.splits.split_predefined`).
+
+    Args:
+        records: Rows as read.
+        source: ``TextData.source``.
+        identity: JSON-serialisable identity of the data (files, columns), for the fingerprint.
+        options: Split and sampling options.
+        split_column: Whether the split values come from a user column (a missing one skips the row).
+
+    Raises:
+        DataError: Fewer than 2 classes, no train rows, or (strict) a skipped row or rare label.
+        ConfigError: ``limit_per_class`` is too small to split.
+    """
+    stats = dict.fromkeys(SKIP_REASONS, 0)
+    rows = _clean(records, options.strict, split_column, stats)
+    given = {r.split for r in rows} - {"all"}
+    if given and "train" not in given:
+        raise DataError(f"{source} has no train rows (splits found: {', '.join(sorted(given))})", _LAYOUT_HINT)
+    fractions = [f for s, f in (("val", options.val_fraction), ("test", options.test_fraction)) if s not in given]
+    need, limit = min_per_class(fractions), options.limit_per_class
+    if not given and limit is not None and limit < need:
+        raise ConfigError(f"limit_per_class={limit} leaves too few examples to split", f"use limit_per_class >= {need}")
+    rows = _drop_rare(rows, need, options.strict, stats)
+    classes = _classes(rows, source)
+    index = {c: i for i, c in enumerate(classes)}
+    parts = {s: [r for r in rows if r.split == s] for s in ("all", *given)}
+    sets = {s: TextSamples([r.text for r in p], [index[r.label] for r in p]) for s, p in parts.items()}
+    if given:  # split_predefined only needs .labels and .subset(), which TextSamples has
+        train, val, test = split_predefined(
+            classes, sets["train"], sets.get("val"), sets.get("test"), val_fraction=options.val_fraction,
+            test_fraction=options.test_fraction, seed=options.seed, limit_per_class=limit,
+        )  # fmt: skip
+    else:
+        pool = sets["all"].subset(cap_per_class(sets["all"].labels, limit, (options.seed, 0)))
+        train, val, test = (pool.subset(i) for i in stratified_split(pool.labels, fractions, options.seed))
+    fingerprint = options.fingerprint({"kind": "text", "data": identity})
+    return TextData(classes, train, val, test, source=source, stats=stats, fingerprint=fingerprint)
+
+
+# ---------------------------------------------------------------- front end
+
+
+def load_text_data(
+    data: str | Path,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    split_column: str | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    limit_per_class: int | None = None,
+    strict: bool = False,
+) -> TextData:
+    """Load a text-classification dataset and split it into train, val and test.
+
+    ``data`` is an embedded dataset name (``EMBEDDED_TEXT_DATASETS``, e.g. ``"rotten-tomatoes"``;
+    the column options do not apply), a table file (``.csv``, ``.tsv``, ``.jsonl``/``.ndjson``, each
+    optionally ``.gz``/``.bz2``), a folder of split files (``train.<ext>`` and optionally
+    ``val``/``valid``/``validation``/``dev`` and ``test``), or a folder of class folders of ``.txt``
+    files, one example per file (``root/<class>/*.txt`` or ``root/{train,val,test}/<class>/*.txt``).
+
+    Rows whose text, label or split value is empty or NaN-like (``""``, ``nan``, ``null``, ``None``,
+    any case) are skipped and counted in ``TextData.stats``. A label with too few examples to
+    stratify (fewer than 3 with both val and test carved, i.e. seen once or twice) is dropped with a
+    warning. Splitting and ``limit_per_class`` follow :func:`edgetl.data.load_image_data`.
+
+    Args:
+        data: Embedded dataset name, table file or folder.
+        text_column: Column (or JSON key) holding the text.
+        label_column: Column (or JSON key) holding the label.
+        split_column: Column holding ``train``/``val``/``validation``/``valid``/``dev``/``test``
+            (any case); ``None`` splits the rows with the fractions. Table files only.
+        val_fraction: Fraction of each class used for validation, in [0, 1).
+        test_fraction: Fraction of each class used for test when the data has no test split.
+        seed: Seed for every random choice; the same seed gives the same split.
+        limit_per_class: Cap on examples per class; ``None`` uses everything.
+        strict: Raise on the first skipped row or rare label instead of skipping it.
+
+    Returns:
+        The split dataset with class names, skip counts and a fingerprint of data and options.
+
+    Raises:
+        DataError: The data is missing, unreadable, malformed, or has fewer than 2 usable classes.
+        ConfigError: A column is missing (the message lists those found) or an option is out of range.
+    """
+    options = LoadOptions(val_fraction, test_fraction, seed, limit_per_class, strict)
+    if isinstance(data, str) and data in EMBEDDED_TEXT_DATASETS:
+        return EMBEDDED_TEXT_DATASETS.get(data)(options)
+    path = Path(data).expanduser()
+    if not path.exists():
+        names = ", ".join(EMBEDDED_TEXT_DATASETS.names())
+        raise DataError(f"text dataset not found: {data}", f"{_LAYOUT_HINT}, or an embedded name ({names})")
+    path, columns = path.resolve(), Columns(text_column, label_column, split_column)
+    reader = _Reader(columns)
+    records = reader.folder(path) if path.is_dir() else reader.table(path)
+    identity = {"files": reader.identity(path if path.is_dir() else path.parent), "columns": asdict(columns)}
+    return build_text_data(
+        records, source=str(path), identity=identity, options=options, split_column=split_column is not None
+    )
+
+
+def _rotten_tomatoes(options: LoadOptions) -> TextData:
+    from edgetl.data.rotten_tomatoes import load_rotten_tomatoes  # imported here: it imports this module
+
+    return load_rotten_tomatoes(options)
+
+
+#: Embedded text datasets by name; each loader takes :class:`LoadOptions` and returns :class:`TextData`.
+EMBEDDED_TEXT_DATASETS: Registry[Callable[[LoadOptions], TextData]] = Registry("embedded text dataset")
+EMBEDDED_TEXT_DATASETS.add("rotten-tomatoes", _rotten_tomatoes)
