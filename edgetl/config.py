@@ -12,14 +12,23 @@ import yaml
 from edgetl.errors import ConfigError
 
 FINETUNE_MODES = ("feature-extract", "fine-tune", "progressive")
+TASKS = ("image", "text")
+DEFAULT_DATA = {"image": "fashion-mnist", "text": "rotten-tomatoes"}
+DEFAULT_BACKBONE = {"image": "efficientnet_lite0", "text": "minilm_l6"}
 C = TypeVar("C")
 
 
 @dataclass
 class DataConfig:
-    """Where the images come from and how they are split."""
+    """Where the examples come from and how they are split."""
 
-    data: str = field(default="fashion-mnist", metadata={"help": "image folder or embedded dataset name"})
+    task: str = field(default="image", metadata={"help": "image | text"})
+    data: str | None = field(default=None, metadata={"help": "folder, file or embedded dataset name "
+                                                              "(default: fashion-mnist / rotten-tomatoes)"})
+    text_column: str = field(default="text", metadata={"help": "text: column holding the text"})
+    label_column: str = field(default="label", metadata={"help": "text: column holding the label"})
+    split_column: str | None = field(default=None, metadata={"help": "text: column naming each row's split"})
+    max_length: int | None = field(default=None, metadata={"help": "text: max tokens; default: backbone's"})
     val_fraction: float = field(default=0.1, metadata={"help": "share of train carved out for validation"})
     test_fraction: float = field(default=0.1, metadata={"help": "share held out for test without split folders"})
     limit_per_class: int | None = field(default=None, metadata={"help": "cap images per class (quick runs)"})
@@ -28,7 +37,12 @@ class DataConfig:
     augment: bool = field(default=True, metadata={"help": "random resized crop, flip, small rotation"})
 
     def validate(self) -> None:
-        """Raise ConfigError on impossible values."""
+        """Raise ConfigError on impossible values; fill the task's default dataset."""
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}", f"choose one of: {', '.join(TASKS)}")
+        self.data = self.data or DEFAULT_DATA[self.task]
+        if self.max_length is not None and not 2 <= self.max_length <= 8192:
+            raise ConfigError("max_length must be between 2 and 8192")
         if not 0 < self.val_fraction < 0.5 or not 0 < self.test_fraction < 0.5:
             raise ConfigError("val_fraction and test_fraction must be in (0, 0.5)")
         if self.limit_per_class is not None and self.limit_per_class < 3:
@@ -41,7 +55,9 @@ class DataConfig:
 class ModelConfig:
     """Backbone, weights and classification head."""
 
-    backbone: str = field(default="efficientnet_lite0", metadata={"help": "registered backbone name"})
+    backbone: str | None = field(default=None, metadata={"help": "registered backbone name (text: or a local "
+                                                                  "Hugging Face folder); default: "
+                                                                  "efficientnet_lite0 / minilm_l6"})
     weights: str | None = field(default=None, metadata={"help": "explicit weights file"})
     pretrained: bool = field(default=True, metadata={"help": "use pretrained weights when found"})
     dropout: float = field(default=0.2, metadata={"help": "head dropout"})
@@ -73,7 +89,9 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "seed for splits, init and shuffling"})
     workers: int = field(default=0, metadata={"help": "data loader worker processes"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads; default all cores"})
-    baseline: bool = field(default=False, metadata={"help": "also train from random init and pixel LR"})
+    baseline: bool = field(default=False, metadata={"help": "also train from random init and a linear model "
+                                                              "(pixels / TF-IDF)"})
+    class_weights: bool = field(default=False, metadata={"help": "weight the loss by inverse class frequency"})
 
     def validate(self) -> None:
         """Raise ConfigError on impossible values."""
@@ -98,8 +116,9 @@ class FinetuneConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> FinetuneConfig:
-        """Validate every section; return self."""
+        """Validate every section (filling task defaults); return self."""
         self.data.validate()
+        self.model.backbone = self.model.backbone or DEFAULT_BACKBONE[self.data.task]
         self.model.validate()
         self.train.validate()
         return self

@@ -80,8 +80,11 @@ class Stage:
 
 
 def _folder_identity(path: str) -> Any:
-    """Cheap identity of an image folder (names, sizes, mtimes) or of an embedded dataset name."""
+    """Cheap identity of a data folder or file (names, sizes, mtimes), or of an embedded dataset name."""
     root = Path(path)
+    if root.is_file():
+        st = root.stat()
+        return [str(root.resolve()), st.st_size, st.st_mtime_ns]
     if not root.is_dir():
         return path
     listing = []

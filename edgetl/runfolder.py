@@ -43,19 +43,27 @@ class Run:
         f = self.path / "metrics.json"
         return read_json(f) if f.is_file() else {}
 
+    @property
+    def task(self) -> str:
+        """``image`` or ``text``."""
+        return self.config.data.task
+
     def model(self) -> ImageClassifier:
         """The trained classifier in eval mode (weights loaded safely from safetensors)."""
         from safetensors.torch import load_file
 
-        from edgetl.models import build_classifier
+        a = self.arch
+        if self.task == "text":
+            from edgetl.models.text import build_text_classifier
 
-        model, _ = build_classifier(
-            self.arch["backbone"],
-            self.arch["num_classes"],
-            pretrained=False,
-            dropout=self.arch.get("dropout", 0.0),
-            hidden=self.arch.get("hidden"),
-        )
+            # the encoder's config and tokenizer were copied into the run: no download to rebuild it
+            model, _, _ = build_text_classifier(str(self.path / a["encoder"]), a["num_classes"], pretrained=False,
+                                                dropout=a.get("dropout", 0.0), hidden=a.get("hidden"))
+        else:
+            from edgetl.models import build_classifier
+
+            model, _ = build_classifier(a["backbone"], a["num_classes"], pretrained=False,
+                                        dropout=a.get("dropout", 0.0), hidden=a.get("hidden"))
         state = load_file(self.path / "weights.safetensors")
         try:
             model.load_state_dict(state, strict=True)
@@ -65,17 +73,9 @@ class Run:
 
     def data(self) -> ImageData:
         """Re-load the dataset the run was trained on, with the same split options."""
-        from edgetl.data import load_image_data
+        from edgetl.train.tasks import TASKS
 
-        d = self.config.data
-        return load_image_data(
-            d.data,
-            val_fraction=d.val_fraction,
-            test_fraction=d.test_fraction,
-            seed=self.config.train.seed,
-            limit_per_class=d.limit_per_class,
-            strict=d.strict,
-        )
+        return TASKS.get(self.task).load_data(self.config)
 
     def fingerprint(self) -> str:
         """Hash of the weights and spec: identifies what an export was made from."""

@@ -15,6 +15,7 @@ from edgetl.errors import RunFolderError
 
 SPEC_VERSION = 1
 RESIZE_MODES = ("crop", "squash")
+TASKS = ("image-classification", "text-classification")
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class ModelSpec:
     """What a model expects as input and what its outputs mean.
 
     Attributes:
-        task: ``image-classification`` (``text-classification`` comes with the text path).
+        task: ``image-classification`` or ``text-classification``.
         labels: Class names, in output order.
         input_size: ``(height, width)`` in pixels.
         layout: ``NCHW`` or ``NHWC`` of the model's input tensor.
@@ -34,6 +35,10 @@ class ModelSpec:
         crop_pct: Fraction of the resized image kept by the centre crop (``crop`` only).
         interpolation: PIL resampling filter name (``bilinear``, ``bicubic``, ``nearest``).
         backbone: Registered backbone name the weights belong to.
+        max_length: Text only: longest token sequence; longer texts are truncated.
+        tokenizer: Text only: folder (relative to the run or bundle) holding ``tokenizer.json``.
+
+    Image fields (``input_size`` ... ``interpolation``) are ignored for text models.
     """
 
     labels: tuple[str, ...]
@@ -47,6 +52,8 @@ class ModelSpec:
     crop_pct: float = 1.0
     interpolation: str = "bilinear"
     backbone: str = ""
+    max_length: int | None = None
+    tokenizer: str | None = None
     version: int = field(default=SPEC_VERSION)
 
     def __post_init__(self) -> None:
@@ -68,10 +75,19 @@ class ModelSpec:
             problems.append(f"color_order must be RGB or BGR, got {self.color_order!r}")
         if self.resize not in RESIZE_MODES:
             problems.append(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        if self.task not in TASKS:
+            problems.append(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.task == "text-classification" and not (self.max_length and self.max_length > 1 and self.tokenizer):
+            problems.append("a text model needs max_length > 1 and a tokenizer folder")
         if not 0 < self.crop_pct <= 1:
             problems.append(f"crop_pct must be in (0, 1], got {self.crop_pct}")
         if problems:
             raise RunFolderError("invalid model spec: " + "; ".join(problems))
+
+    @property
+    def is_text(self) -> bool:
+        """True for text models (tokenizer input), False for images."""
+        return self.task == "text-classification"
 
     @property
     def num_classes(self) -> int:

@@ -245,7 +245,10 @@ def test_backbones_lists_every_registered_one() -> None:
     result = invoke("backbones", "--json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
-    assert [r["name"] for r in rows] == BACKBONES.names()
+    assert [r["name"] for r in rows if r["task"] == "image"] == BACKBONES.names()
+    from edgetl.models import TEXT_BACKBONES
+
+    assert [r["name"] for r in rows if r["task"] == "text"] == TEXT_BACKBONES.names()
     lite0 = next(r for r in rows if r["name"] == "efficientnet_lite0")
     assert "package" in str(lite0["pretrained"]) and lite0["params"] > 3_000_000
 

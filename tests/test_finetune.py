@@ -78,6 +78,6 @@ def test_baseline_reports_three_models_side_by_side(shapes: Path, tmp_path: Path
     finetune(config(shapes, epochs=2, baseline=True), tmp_path / "run")
     metrics = read_json(tmp_path / "run" / "metrics.json")
     base = metrics["baseline"]
-    assert set(base) == {"random_init", "pixel_logreg"}
-    assert base["pixel_logreg"]["accuracy"] > 0.8  # shapes are easy from pixels
+    assert set(base) == {"random_init", "linear"}
+    assert base["linear"]["accuracy"] > 0.8  # shapes are easy from pixels
     assert 0 <= base["random_init"]["accuracy"] <= 1

@@ -33,7 +33,7 @@ def print_comparison(metrics: dict) -> None:
     rows = [
         (f"{metrics['backbone']} ({metrics['weights']['source']} weights)", metrics["test"]),
         (base["random_init"]["name"], base["random_init"]),
-        (base["pixel_logreg"]["name"], base["pixel_logreg"]),
+        (base["linear"]["name"], base["linear"]),
     ]
     table = Table(title="what transfer bought (same data, test split)")
     for col in ("model", "accuracy", "macro-F1"):

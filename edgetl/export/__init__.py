@@ -108,6 +108,9 @@ def export(
     _check_options(exporter, precision, opset, verify_limit)
     out = check_out_dir(out if out is not None else default_out(run_dir, fmt, precision), overwrite)
     run = load_run(run_dir)
+    if run.task != "image":
+        raise ConfigError(f"export of {run.task} models is not available in this version",
+                          "text runs can be trained and evaluated now; their ONNX bundle (with tokenizer) comes next")
     with staged_dir(out, overwrite) as stage:
         model_path = stage / exporter.model_file
         model = run.model()

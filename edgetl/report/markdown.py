@@ -51,7 +51,7 @@ def _training_section(m: dict[str, Any]) -> str:
                   f"| {m['backbone']} ({m['weights']['source']} weights) | {test['accuracy']:.2%} |"
                   f" {test['macro_f1']:.4f} |"]
         lines += [f"| {r['name']} | {r['accuracy']:.2%} | {r['macro_f1']:.4f} |"
-                  for r in (b["random_init"], b["pixel_logreg"])]
+                  for r in (b["random_init"], b["linear"])]
         lines.append("")
     lines += ["![confusion matrix](confusion_matrix.png)", "", "![training curves](training_curves.png)", ""]
     return "\n".join(lines)

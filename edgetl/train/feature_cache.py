@@ -13,6 +13,7 @@ import io
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,9 +35,10 @@ class Prefix(nn.Module):
         super().__init__()
         self.backbone, self.cut = model.backbone, cut
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.backbone.forward_units(x, 0, self.cut)
-        return self.backbone.pool(x) if self.cut == len(self.backbone.units) else x
+    def forward(self, x: Any) -> torch.Tensor:
+        if self.cut == len(self.backbone.units):
+            return self.backbone(x)  # pooled features (image or text backbone)
+        return self.backbone.forward_units(x, 0, self.cut)
 
 
 class Tail(nn.Module):
@@ -75,10 +77,10 @@ def cache_key(prefix: Prefix, spec: ModelSpec, data_fingerprint: str, split: str
 
 
 @torch.inference_mode()
-def output_bytes(prefix: Prefix, example: torch.Tensor, n_samples: int) -> int:
-    """Bytes the prefix's float32 outputs for ``n_samples`` inputs would take."""
+def output_bytes(prefix: Prefix, batch: Any, n_samples: int) -> int:
+    """Bytes the prefix's float32 outputs for ``n_samples`` inputs would take (measured on ``batch``)."""
     prefix.eval()
-    return int(prefix(example[None]).numel()) * 4 * n_samples
+    return int(prefix(batch)[0].numel()) * 4 * n_samples
 
 
 def cached_outputs(prefix: Prefix, loader: DataLoader, key: str, split: str) -> tuple[np.ndarray, np.ndarray, bool]:

@@ -1,4 +1,4 @@
-"""`edgetl finetune`: data -> backbone + new head -> trained run folder.
+"""`edgetl finetune`: data -> backbone + new head -> trained run folder, for images and text.
 
 The run is built in ``.<out>.partial`` beside ``out`` (checkpoints live there, so ``--resume``
 continues an interrupted run) and renamed to ``out`` only when every file is written.
@@ -21,18 +21,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from edgetl.config import FinetuneConfig, dump_yaml
-from edgetl.data import ImageData, load_image_data
-from edgetl.data.torch_data import TorchImageDataset, eval_transform, train_transform
 from edgetl.errors import ConfigError, RunFolderError
 from edgetl.fsutil import check_out_dir, write_json, write_text
-from edgetl.models import BACKBONES, ImageClassifier, build_classifier, default_spec
 from edgetl.runfolder import save_run_files
-from edgetl.spec import ModelSpec
 from edgetl.train import feature_cache
 from edgetl.train.freezing import apply_freezing, count_trainable, freeze_norm_stats, trainable_blocks
 from edgetl.train.loop import predict_logits, train_one_epoch
 from edgetl.train.metrics import classification_metrics
 from edgetl.train.optim import build_optimizer, layerwise_param_groups
+from edgetl.train.tasks import TASKS, Built, Task, class_weights
 
 log = logging.getLogger("edgetl")
 CHECKPOINT = "checkpoint.pt"
@@ -61,20 +58,21 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, overwrite: bool = False, r
         The metrics written to ``metrics.json``.
     """
     cfg.validate()
-    BACKBONES.get(cfg.model.backbone)  # an unknown name fails before any work, listing the known ones
+    task = TASKS.get(cfg.data.task)
+    task.check_backbone(cfg.model.backbone)  # an unknown name fails before any work, listing the known ones
     out = check_out_dir(out, overwrite)
     _seed_everything(cfg.train.seed, cfg.train.threads)
     start = time.perf_counter()
-    data = _load_data(cfg)
-    model, spec, weights = _build(cfg, data.classes)
+    data = _load_data(task, cfg)
+    built = _build(task, cfg, data.classes)
     work = _prepare_work_dir(out, resume, cfg)  # only once the inputs are known to be good
-    state = _train(model, spec, data, cfg, work)
-    model.load_state_dict(state.best_state)
-    metrics = _final_metrics(model, spec, data, cfg, state, weights.to_dict())
+    state = _train(task, built, data, cfg, work)
+    built.model.load_state_dict(state.best_state)
+    metrics = _final_metrics(task, built, data, cfg, state)
     if cfg.train.baseline:
-        metrics["baseline"] = _baselines(cfg, data, metrics)
+        metrics["baseline"] = _baselines(task, cfg, data)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
-    _write_run(work, model, spec, cfg, metrics)
+    _write_run(task, work, built, cfg, metrics)
     _publish(work, out)
     log.info("run folder written: %s (test accuracy %.4f)", out, metrics["test"]["accuracy"])
     return metrics
@@ -106,44 +104,27 @@ def _seed_everything(seed: int, threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _load_data(cfg: FinetuneConfig) -> ImageData:
-    d = cfg.data
-    data = load_image_data(
-        d.data, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-        seed=cfg.train.seed, limit_per_class=d.limit_per_class, strict=d.strict,
-    )
+def _load_data(task: Task, cfg: FinetuneConfig) -> Any:
+    data = task.load_data(cfg)
     s = data.summary()
     log.info("data %s: %d classes, train %d, val %d, test %d, skipped %d",
              s["source"], len(data.classes), s["train"], s["val"], s["test"], s["skipped"])
     return data
 
 
-def _build(cfg: FinetuneConfig, classes: list[str]) -> tuple[ImageClassifier, ModelSpec, Any]:
-    m = cfg.model
-    model, weights = build_classifier(
-        m.backbone, len(classes), weights=m.weights, pretrained=m.pretrained, dropout=m.dropout, hidden=m.hidden
-    )
-    model = model.to(memory_format=torch.channels_last)  # see loop.to_channels_last
-    size = (cfg.data.image_size, cfg.data.image_size) if cfg.data.image_size else None
-    spec = default_spec(m.backbone, classes, input_size=size)
-    log.info("backbone %s: %s", m.backbone, weights.detail)
+def _build(task: Task, cfg: FinetuneConfig, classes: list[str], pretrained: bool | None = None) -> Built:
+    built = task.build(cfg, classes, pretrained)
+    log.info("backbone %s: %s", cfg.model.backbone, built.weights.detail)
     freezes = cfg.train.mode == "feature-extract" or (cfg.train.mode == "fine-tune" and cfg.train.unfreeze is not None)
-    if not weights.pretrained and freezes:
+    if not built.weights.pretrained and freezes:
         log.warning("%s has random weights, so its frozen part computes random features: expect poor accuracy; "
-                    "train every block instead (--mode fine-tune without --unfreeze)", m.backbone)
-    return model, spec, weights
+                    "train every block instead (--mode fine-tune without --unfreeze)", cfg.model.backbone)
+    return built
 
 
-def _loader(samples, transform, batch_size: int, shuffle: bool, cfg: FinetuneConfig) -> DataLoader:
-    gen = torch.Generator().manual_seed(cfg.train.seed)
-    return DataLoader(
-        TorchImageDataset(samples, transform), batch_size=batch_size, shuffle=shuffle,
-        num_workers=cfg.train.workers, generator=gen, persistent_workers=cfg.train.workers > 0,
-    )
-
-
-def _criterion(cfg: FinetuneConfig) -> nn.Module:
-    return nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+def _criterion(cfg: FinetuneConfig, train_labels: np.ndarray, num_classes: int) -> nn.Module:
+    weight = class_weights(train_labels, num_classes) if cfg.train.class_weights else None
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.train.label_smoothing)
 
 
 @dataclass
@@ -159,56 +140,56 @@ class Plan:
 CACHE_MEMORY_LIMIT = 4 << 30
 
 
-def _plan(model: ImageClassifier, spec: ModelSpec, data: ImageData, cfg: FinetuneConfig) -> Plan:
+def _plan(task: Task, built: Built, data: Any, cfg: FinetuneConfig) -> Plan:
     """Cache the frozen prefix when its output never changes (no augmentation, fixed freezing)."""
-    tcfg, depth = cfg.train, len(model.backbone.units)
+    tcfg, depth = cfg.train, len(built.model.backbone.units)
     n = trainable_blocks(tcfg.mode, tcfg.unfreeze, depth - 1, 0, tcfg.progressive_every)
     fixed = tcfg.mode == "feature-extract" or (tcfg.mode == "fine-tune" and n < depth)
-    if tcfg.mode == "feature-extract" and cfg.data.augment:
+    if tcfg.mode == "feature-extract" and cfg.data.augment and task.name == "image":
         log.info("feature-extract trains the head on cached features: augmentation is not applied")
-    if fixed and (tcfg.mode == "feature-extract" or not cfg.data.augment):
-        plan = _cached_plan(model, spec, data, cfg, depth - n)
+    # text batches are padded per batch, so only the pooled output (feature extraction) can be cached
+    cacheable = tcfg.mode == "feature-extract" or (task.name == "image" and not cfg.data.augment)
+    if fixed and cacheable:
+        plan = _cached_plan(task, built, data, cfg, depth - n)
         if plan is not None:
             return plan
-    train = _loader(data.train, train_transform(spec, cfg.data.augment), tcfg.batch_size, True, cfg)
-    return Plan(model, train, _loader(data.val, eval_transform(spec), 128, False, cfg))
+    train = task.loader(data.train, built, cfg, train=True, batch_size=tcfg.batch_size)
+    return Plan(built.model, train, task.loader(data.val, built, cfg, train=False, batch_size=128))
 
 
-def _cached_plan(model: ImageClassifier, spec: ModelSpec, data: ImageData, cfg: FinetuneConfig,
-                 cut: int) -> Plan | None:
-    prefix = feature_cache.Prefix(model, cut)
-    example = eval_transform(spec)(data.train.image(0))
-    need = feature_cache.output_bytes(prefix, example, len(data.train) + len(data.val))
+def _cached_plan(task: Task, built: Built, data: Any, cfg: FinetuneConfig, cut: int) -> Plan | None:
+    prefix = feature_cache.Prefix(built.model, cut)
+    loaders = {split: task.loader(getattr(data, split), built, cfg, train=False, batch_size=128)
+               for split in ("train", "val")}
+    need = feature_cache.output_bytes(prefix, next(iter(loaders["val"]))[0], len(data.train) + len(data.val))
     if need > CACHE_MEMORY_LIMIT:
         log.info("frozen-prefix cache would need %.1f GB: training end to end instead", need / 1e9)
         return None
     t0 = time.perf_counter()
-    loaders = {}
     for split, shuffle, bs in (("train", True, cfg.train.batch_size), ("val", False, 512)):
-        samples = getattr(data, split)
-        key = feature_cache.cache_key(prefix, spec, data.fingerprint, split)
-        loader = _loader(samples, eval_transform(spec), 128, False, cfg)
-        x, y, _ = feature_cache.cached_outputs(prefix, loader, key, split)
+        key = feature_cache.cache_key(prefix, built.spec, data.fingerprint, split)
+        x, y, _ = feature_cache.cached_outputs(prefix, loaders[split], key, split)
         loaders[split] = feature_cache.tensor_loader(x, y, bs, shuffle, cfg.train.seed)
     log.info("frozen prefix (units 0-%d of %d) cached in %.1f s (%.0f MB); training the rest on it",
-             cut - 1, len(model.backbone.units), time.perf_counter() - t0, need / 1e6)
-    return Plan(feature_cache.Tail(model, cut), loaders["train"], loaders["val"], cached_cut=cut)
+             cut - 1, len(built.model.backbone.units), time.perf_counter() - t0, need / 1e6)
+    return Plan(feature_cache.Tail(built.model, cut), loaders["train"], loaders["val"], cached_cut=cut)
 
 
-def _train(model: ImageClassifier, spec: ModelSpec, data: ImageData, cfg: FinetuneConfig, work: Path) -> FitState:
+def _train(task: Task, built: Built, data: Any, cfg: FinetuneConfig, work: Path) -> FitState:
     """The epoch loop, shared by end-to-end training and training on a cached frozen prefix."""
-    tcfg = cfg.train
-    plan = _plan(model, spec, data, cfg)
+    tcfg, model = cfg.train, built.model
+    plan = _plan(task, built, data, cfg)
     groups = layerwise_param_groups(model, tcfg.lr, tcfg.layer_decay, tcfg.weight_decay)
     optimizer, scheduler = build_optimizer(groups, tcfg, len(plan.train))
     state = _load_checkpoint(work, model, optimizer, scheduler)
-    depth = len(model.backbone.blocks)
+    criterion = _criterion(cfg, data.train.labels, len(data.classes))
+    depth = len(model.backbone.units) - 1
     for epoch in range(state.epoch, tcfg.epochs):
         n = trainable_blocks(tcfg.mode, tcfg.unfreeze, depth, epoch, tcfg.progressive_every)
         frozen = apply_freezing(model, n)
         plan.module.train()
         freeze_norm_stats(frozen)
-        stats = train_one_epoch(plan.module, plan.train, optimizer, scheduler, _criterion(cfg),
+        stats = train_one_epoch(plan.module, plan.train, optimizer, scheduler, criterion,
                                 total=len(plan.train), description=f"epoch {epoch + 1}/{tcfg.epochs}")
         logits, labels = predict_logits(plan.module, plan.val, total=len(plan.val), description="validate")
         stop = _end_epoch(state, model, epoch, stats, logits, labels, data.classes, cfg, trainable=n)
@@ -261,26 +242,27 @@ def _load_checkpoint(work: Path, model, optimizer, scheduler) -> FitState:
                     best_state=blob["best_state"], history=blob["history"])
 
 
-def _evaluate(model: ImageClassifier, spec: ModelSpec, samples, classes: list[str], cfg: FinetuneConfig,
+def _evaluate(task: Task, built: Built, samples: Any, classes: list[str], cfg: FinetuneConfig,
               description: str) -> dict:
-    loader = _loader(samples, eval_transform(spec), 128, False, cfg)
-    logits, labels = predict_logits(model, loader, total=len(loader), description=description)
+    loader = task.loader(samples, built, cfg, train=False, batch_size=128)
+    logits, labels = predict_logits(built.model, loader, total=len(loader), description=description)
     return classification_metrics(labels, logits.argmax(1), classes)
 
 
-def _final_metrics(model: ImageClassifier, spec: ModelSpec, data: ImageData, cfg: FinetuneConfig,
-                   state: FitState, weights: dict) -> dict:
+def _final_metrics(task: Task, built: Built, data: Any, cfg: FinetuneConfig, state: FitState) -> dict:
     """Test-split metrics of the best checkpoint, with everything needed to read them."""
-    test = _evaluate(model, spec, data.test, data.classes, cfg, "test")
+    test = _evaluate(task, built, data.test, data.classes, cfg, "test")
     log.info("test accuracy %.4f, macro-F1 %.4f (best epoch %d)", test["accuracy"], test["macro_f1"],
              state.best_epoch)
+    spec = built.spec
     return {
+        "task": task.name,
         "backbone": cfg.model.backbone,
-        "weights": weights,
-        "pretrained": weights["pretrained"],
+        "weights": built.weights.to_dict(),
+        "pretrained": built.weights.pretrained,
         "mode": cfg.train.mode,
-        "params": sum(p.numel() for p in model.parameters()),
-        "input_size": list(spec.input_size),
+        "params": sum(p.numel() for p in built.model.parameters()),
+        "input_size": [spec.max_length] if spec.is_text else list(spec.input_size),
         "data": data.summary(),
         "best_epoch": state.best_epoch,
         "epochs_run": state.epoch,
@@ -290,39 +272,35 @@ def _final_metrics(model: ImageClassifier, spec: ModelSpec, data: ImageData, cfg
     }
 
 
-def _baselines(cfg: FinetuneConfig, data: ImageData, metrics: dict) -> dict:
-    """What transfer bought: the same backbone from random init, and pixel logistic regression."""
-    from edgetl.train.baseline import pixel_logistic_regression
-
+def _baselines(task: Task, cfg: FinetuneConfig, data: Any) -> dict:
+    """What transfer bought: the same backbone from random init, and a linear model on the raw input."""
     scratch_cfg = FinetuneConfig.from_dict(cfg.to_dict())
-    scratch_cfg.model.pretrained, scratch_cfg.model.weights = False, None
-    scratch_cfg.train.baseline = False
-    if scratch_cfg.train.mode == "feature-extract":
-        scratch_cfg.train.mode = "fine-tune"
+    scratch_cfg.model.weights, scratch_cfg.train.baseline = None, False
+    # random weights are only worth something when every layer trains
+    scratch_cfg.train.mode, scratch_cfg.train.unfreeze = "fine-tune", None
     log.info("baseline 1/2: %s from random init, same data and budget", cfg.model.backbone)
     _seed_everything(cfg.train.seed, cfg.train.threads)
-    model, spec, _ = _build(scratch_cfg, data.classes)
+    built = _build(task, scratch_cfg, data.classes, pretrained=False)
     scratch_dir = Path(tempfile.mkdtemp(prefix="edgetl-baseline-"))
     try:
-        state = _train(model, spec, data, scratch_cfg, scratch_dir)
+        state = _train(task, built, data, scratch_cfg, scratch_dir)
     finally:
         shutil.rmtree(scratch_dir, ignore_errors=True)
-    model.load_state_dict(state.best_state)
-    scratch = _evaluate(model, spec, data.test, data.classes, cfg, "test (random init)")
-    scratch.update(name=f"{cfg.model.backbone}, random init", mode=scratch_cfg.train.mode,
-                   epochs_run=state.epoch)
-    log.info("baseline 2/2: logistic regression on pixels")
-    pixels = pixel_logistic_regression(data, seed=cfg.train.seed)
-    return {"random_init": scratch, "pixel_logreg": pixels}
+    built.model.load_state_dict(state.best_state)
+    scratch = _evaluate(task, built, data.test, data.classes, cfg, "test (random init)")
+    scratch.update(name=f"{cfg.model.backbone}, random init", mode=scratch_cfg.train.mode, epochs_run=state.epoch)
+    log.info("baseline 2/2: linear model on the raw input")
+    return {"random_init": scratch, "linear": task.linear_baseline(data, cfg)}
 
 
-def _write_run(work: Path, model: ImageClassifier, spec: ModelSpec, cfg: FinetuneConfig, metrics: dict) -> None:
-    """Weights, spec, architecture, config, metrics and plots into the staging folder."""
+def _write_run(task: Task, work: Path, built: Built, cfg: FinetuneConfig, metrics: dict) -> None:
+    """Weights, spec, architecture, config, task files, metrics and plots into the staging folder."""
     from edgetl.report.plots import plot_confusion, plot_history
 
+    spec = built.spec
     arch = {"backbone": cfg.model.backbone, "num_classes": spec.num_classes, "dropout": cfg.model.dropout,
-            "hidden": cfg.model.hidden}
-    save_run_files(work, model.state_dict(), spec, arch, cfg)
+            "hidden": cfg.model.hidden, **task.save_extras(built, work)}
+    save_run_files(work, built.model.state_dict(), spec, arch, cfg)
     plot_confusion(metrics["test"]["confusion_matrix"], spec.labels, work / "confusion_matrix.png",
                    title=f"{cfg.model.backbone}: test accuracy {metrics['test']['accuracy']:.2%}")
     plot_history(metrics["history"], work / "training_curves.png")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,9 +13,14 @@ from torch import nn
 from edgetl.progress import Ticker
 
 
-def to_channels_last(x: torch.Tensor) -> torch.Tensor:
-    """Image batches in channels-last memory order: 1.4-1.6x faster convolutions on x86 CPUs."""
-    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+def to_channels_last(x: Any) -> Any:
+    """Image batches in channels-last memory order: 1.4-1.6x faster convolutions on x86 CPUs.
+
+    Anything else (pooled features, tokenised text dicts) passes through unchanged.
+    """
+    if isinstance(x, torch.Tensor) and x.ndim == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 @dataclass

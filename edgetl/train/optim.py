@@ -13,15 +13,14 @@ from edgetl.config import TrainConfig
 def layerwise_param_groups(model: nn.Module, lr: float, decay: float, weight_decay: float) -> list[dict]:
     """Parameter groups whose LR shrinks by ``decay`` per block from the head down to the stem.
 
-    Head: ``lr``; last block: ``lr * decay``; ... ; stem: ``lr * decay ** (len(blocks) + 1)``.
-    Biases and norm weights get no weight decay. Frozen parameters are included, so that
-    progressive unfreezing needs no new optimiser.
+    Head: ``lr``; last unit: ``lr * decay``; ... ; first unit (stem, embeddings):
+    ``lr * decay ** len(units)``. Biases and norm weights get no weight decay. Frozen parameters are
+    included, so that progressive unfreezing needs no new optimiser.
     """
-    blocks = list(model.backbone.blocks)
-    depth = len(blocks)
+    backbone_units = model.backbone.units
+    depth = len(backbone_units)
     units = [(model.head, lr)]
-    units += [(block, lr * decay ** (depth - i)) for i, block in enumerate(blocks)]
-    units.append((model.backbone.stem, lr * decay ** (depth + 1)))
+    units += [(unit, lr * decay ** (depth - i)) for i, unit in enumerate(backbone_units)]
     groups = []
     for module, unit_lr in units:
         decayed = [p for p in module.parameters() if p.ndim > 1]
