@@ -146,12 +146,15 @@ class ImageData:
         Returns:
             ``{"source", "classes", "train", "val", "test", "skipped", "per_class": {split: {class: n}}}``.
         """
-        out: dict[str, Any] = {"source": self.source, "classes": list(self.classes)}
-        per_class: dict[str, dict[str, int]] = {}
-        for name, samples in self.splits().items():
-            out[name] = len(samples)
-            counts = class_counts(samples.labels, len(self.classes))
-            per_class[name] = {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
-        out["skipped"] = len(self.skipped)
-        out["per_class"] = per_class
-        return out
+        return split_summary(self.source, self.classes, self.splits(), skipped=len(self.skipped))
+
+
+def split_summary(source: str, classes: list[str], splits: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """Sizes per split and per class of any labelled splits (images or text), plus ``extra`` keys."""
+    out: dict[str, Any] = {"source": source, "classes": list(classes)}
+    per_class: dict[str, dict[str, int]] = {}
+    for name, samples in splits.items():
+        out[name] = len(samples)
+        counts = class_counts(samples.labels, len(classes))
+        per_class[name] = {c: int(n) for c, n in zip(classes, counts, strict=True)}
+    return {**out, **extra, "per_class": per_class}

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from edgetl.data.folder import SPLIT_FOLDERS
-from edgetl.data.samples import class_counts
+from edgetl.data.samples import split_summary
 from edgetl.data.splits import LoadOptions, cap_per_class, min_per_class, split_predefined, stratified_split
 from edgetl.errors import ConfigError, DataError
 from edgetl.registry import Registry
@@ -112,16 +112,8 @@ class TextData:
             ``{"source", "classes", "train", "val", "test", "skipped", "skipped_by_reason",
             "per_class": {split: {class: n}}}``; ``skipped`` is the total number of skipped rows.
         """
-        out: dict[str, Any] = {"source": self.source, "classes": list(self.classes)}
-        per_class: dict[str, dict[str, int]] = {}
-        for name, samples in self.splits().items():
-            out[name] = len(samples)
-            counts = class_counts(samples.labels, len(self.classes))
-            per_class[name] = {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
-        out["skipped"] = sum(self.stats.values())
-        out["skipped_by_reason"] = dict(self.stats)
-        out["per_class"] = per_class
-        return out
+        return split_summary(self.source, self.classes, self.splits(), skipped=sum(self.stats.values()),
+                             skipped_by_reason=dict(self.stats))
 
 
 @dataclass(frozen=True)
