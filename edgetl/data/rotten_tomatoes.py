@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 
 from edgetl.data.splits import LoadOptions
-from edgetl.data.text import Columns, TextData, build_text_data, read_table
+from edgetl.data.text import TextData, build_text_data
+from edgetl.data.text_files import Columns, read_table
 from edgetl.errors import DataError
 
 NAME = "rotten-tomatoes"
