@@ -12,6 +12,7 @@ from rich.logging import RichHandler
 
 from edgetl import __version__
 from edgetl.errors import EdgetlError
+from edgetl.progress import enabled_by_default
 
 console = Console(stderr=True)
 
@@ -25,6 +26,8 @@ def setup_logging(verbose: bool) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
+    if not enabled_by_default():  # no tqdm bars from transformers / huggingface_hub in logs either
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 class EdgetlGroup(click.Group):
