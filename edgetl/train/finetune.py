@@ -129,12 +129,11 @@ def _criterion(cfg: FinetuneConfig, train_labels: np.ndarray, num_classes: int) 
 
 @dataclass
 class Plan:
-    """What an epoch trains on: the module, its loaders, and how many units train in each epoch."""
+    """What an epoch trains on: the whole model on raw batches, or its tail on cached prefix outputs."""
 
     module: nn.Module
     train: DataLoader
     val: DataLoader
-    cached_cut: int | None = None
 
 
 CACHE_MEMORY_LIMIT = 4 << 30
@@ -172,7 +171,7 @@ def _cached_plan(task: Task, built: Built, data: Any, cfg: FinetuneConfig, cut: 
         loaders[split] = feature_cache.tensor_loader(x, y, bs, shuffle, cfg.train.seed)
     log.info("frozen prefix (units 0-%d of %d) cached in %.1f s (%.0f MB); training the rest on it",
              cut - 1, len(built.model.backbone.units), time.perf_counter() - t0, need / 1e6)
-    return Plan(feature_cache.Tail(built.model, cut), loaders["train"], loaders["val"], cached_cut=cut)
+    return Plan(feature_cache.Tail(built.model, cut), loaders["train"], loaders["val"])
 
 
 def _train(task: Task, built: Built, data: Any, cfg: FinetuneConfig, work: Path) -> FitState:

@@ -153,18 +153,17 @@ class TextTask:
                               limit_per_class=d.limit_per_class, strict=d.strict)
 
     def build(self, cfg: FinetuneConfig, classes: list[str], pretrained: bool | None = None) -> Built:
-        from edgetl.models.text import build_text_classifier, load_tokenizer, resolve_text_model
+        from edgetl.models.text import build_text_classifier, load_tokenizer
 
         m = cfg.model
         model, weights, folder = build_text_classifier(
             m.backbone, len(classes), dropout=m.dropout, hidden=m.hidden,
             pretrained=m.pretrained if pretrained is None else pretrained)
-        _, defn, _ = resolve_text_model(m.backbone)
-        max_length = cfg.data.max_length or defn.max_length
+        max_length = cfg.data.max_length or model.backbone.max_length  # the backbone's default, clipped
         spec = ModelSpec(labels=classes, task="text-classification", backbone=m.backbone, max_length=max_length,
                          tokenizer=TOKENIZER_DIR)
         return Built(model, spec, weights, {"folder": folder, "tokenizer": load_tokenizer(folder),
-                                            "pooling": defn.pooling})
+                                            "pooling": model.backbone.pooling})
 
     def loader(self, samples: Any, built: Built, cfg: FinetuneConfig, *, train: bool, batch_size: int) -> DataLoader:
         if train:
