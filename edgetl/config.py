@@ -89,8 +89,8 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "seed for splits, init and shuffling"})
     workers: int = field(default=0, metadata={"help": "data loader worker processes"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads; default all cores"})
-    baseline: bool = field(default=False, metadata={"help": "also train from random init and a linear model "
-                                                              "(pixels / TF-IDF)"})
+    baseline: bool = field(default=False, metadata={"help": "also fit a linear model (pixels / TF-IDF) and, for "
+                                                              "images, the backbone from random init"})
     class_weights: bool = field(default=False, metadata={"help": "weight the loss by inverse class frequency"})
 
     def validate(self) -> None:

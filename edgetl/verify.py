@@ -1,32 +1,73 @@
 """Parity: the same inputs through a reference and an artifact; logit differences, top-1 agreement, accuracy.
 
-Framework-neutral: both sides are callables from a float32 batch (in the spec's layout) to logits, so a
-torch model, an ONNX Runtime session or any later engine can be compared. Inputs are made with
-:mod:`edgetl.runtime.preprocess`, the one implementation of the model's input contract.
+Framework-neutral: both sides are callables from model inputs (a float32 image batch in the spec's
+layout, or a text model's token arrays by name) to logits, so a torch model, an ONNX Runtime session or
+any later engine can be compared. Inputs are made with :mod:`edgetl.runtime.preprocess` and
+:mod:`edgetl.runtime.text`, the one implementation of the model's input contract.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgetl.errors import DataError, ParityError
+from edgetl.errors import ConfigError, DataError, ParityError
 from edgetl.progress import Ticker
+from edgetl.runtime.engines import Inputs
 from edgetl.runtime.preprocess import normalize, resize
+from edgetl.runtime.text import tokenize
 from edgetl.spec import ModelSpec
 
 if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
     from edgetl.data import SampleSet
 
 log = logging.getLogger("edgetl")
 
-Predictor = Callable[[np.ndarray], np.ndarray]
+Predictor = Callable[[Inputs], np.ndarray]
 DEFAULT_MAX_ABS_DIFF = 1e-4
 DEFAULT_MIN_AGREEMENT = 0.999
+
+
+@dataclass(frozen=True)
+class ParityLimits:
+    """What an artifact must meet against its reference to be accepted.
+
+    Attributes:
+        max_abs_diff: Largest absolute logit difference (``inf``: not checked, as for INT8).
+        min_agreement: Smallest top-1 agreement (share of samples, 0..1).
+        max_accuracy_drop: Largest accuracy loss against the reference, in points (``None``: not checked).
+    """
+
+    max_abs_diff: float = DEFAULT_MAX_ABS_DIFF
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
+    max_accuracy_drop: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``inf`` written as ``None``)."""
+        d = asdict(self)
+        d["max_abs_diff"] = None if d["max_abs_diff"] == float("inf") else d["max_abs_diff"]
+        return d
+
+
+#: Default limits per artifact precision: exact formats must match closely; quantized ones must keep
+#: their decisions and accuracy (logits move by design).
+PRECISION_LIMITS = {
+    "fp32": ParityLimits(),
+    "fp16": ParityLimits(max_abs_diff=1e-2, min_agreement=0.995),
+    "int8": ParityLimits(max_abs_diff=float("inf"), min_agreement=0.95, max_accuracy_drop=1.0),
+}
+
+
+def limits_for(precision: str, **overrides: float | None) -> ParityLimits:
+    """The default limits of ``precision`` with the non-None ``overrides`` applied."""
+    base = PRECISION_LIMITS.get(precision, ParityLimits())
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -119,30 +160,37 @@ def verify_samples(
     batch_size: int = 64,
     limit: int | None = None,
     progress: bool = True,
+    tokenizer: Tokenizer | None = None,
 ) -> VerifyReport:
-    """Preprocess ``samples`` with the spec, run both predictors batch by batch, and compare.
+    """Preprocess (or tokenize) ``samples`` per the spec, run both predictors batch by batch, and compare.
 
     Args:
-        reference: Float32 batch in the spec's layout -> logits (the trusted side).
+        reference: Model inputs -> logits (the trusted side).
         artifact: The same for the artifact under test.
-        samples: Labelled images (``len``, ``labels``, ``image(i)``), e.g. ``ImageData.test``.
-        spec: The model's input contract (size, mean/std, layout, labels).
-        batch_size: Images per call.
+        samples: Labelled images (``len``, ``labels``, ``image(i)``), e.g. ``ImageData.test``, or labelled
+            texts (``texts``, ``labels``) for a text spec.
+        spec: The model's input contract (size, mean/std, layout or max_length; labels).
+        batch_size: Samples per call.
         limit: Compare at most this many samples (the first ones); ``None`` for all.
         progress: Show a progress bar.
+        tokenizer: Text specs: the tokenizer (from :func:`edgetl.runtime.text.load_tokenizer`).
 
     Returns:
         The comparison over every sample used.
 
     Raises:
         DataError: There are no samples, or ``limit``/``batch_size`` is below 1.
+        ConfigError: A text spec without a tokenizer.
         ParityError: The predictors return logits of different shapes.
     """
     n = _sample_count(samples, limit, batch_size)
+    if spec.is_text and tokenizer is None:
+        raise ConfigError("verifying a text model needs its tokenizer")
     refs, arts = [], []
     with Ticker("verify", total=(n + batch_size - 1) // batch_size, enabled=progress) as ticker:
         for start in range(0, n, batch_size):
-            batch = _batch(samples, spec, range(start, min(start + batch_size, n)))
+            indices = range(start, min(start + batch_size, n))
+            batch = _text_batch(samples, spec, indices, tokenizer) if spec.is_text else _batch(samples, spec, indices)
             refs.append(np.asarray(reference(batch)))
             arts.append(np.asarray(artifact(batch)))
             ticker.advance()
@@ -163,55 +211,71 @@ def _batch(samples: SampleSet, spec: ModelSpec, indices: range) -> np.ndarray:
     return np.stack([normalize(resize(samples.image(i), spec), spec) for i in indices])
 
 
+def _text_batch(samples: Any, spec: ModelSpec, indices: range, tokenizer: Tokenizer) -> dict[str, np.ndarray]:
+    return tokenize(tokenizer, [samples.texts[i] for i in indices], spec.max_length)[0]
+
+
 def check_parity(
     report: VerifyReport,
     max_abs_diff: float = DEFAULT_MAX_ABS_DIFF,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    max_accuracy_drop: float | None = None,
+    hint: str | None = None,
 ) -> None:
-    """Raise :class:`ParityError` unless the report is within both limits.
+    """Raise :class:`ParityError` unless the report is within every limit.
 
     Args:
         report: The comparison to judge.
-        max_abs_diff: Largest allowed absolute logit difference.
+        max_abs_diff: Largest allowed absolute logit difference (``inf`` to skip; NaN logits still fail).
         min_agreement: Smallest allowed top-1 agreement (share of samples, 0..1).
+        max_accuracy_drop: Largest allowed accuracy loss against the reference, in points (``None``: skip).
+        hint: What the user can do, for the error (default: look for unsupported ops or preprocessing).
 
     Raises:
-        ParityError: Naming both measured figures and both limits.
+        ParityError: Naming the measured figures and the limits.
     """
-    diff_ok = report.max_abs_diff <= max_abs_diff  # False for NaN
+    drop = 100 * (report.reference_accuracy - report.artifact_accuracy)
+    diff_ok = report.max_abs_diff <= max_abs_diff  # False for NaN, even against inf
     agree_ok = report.top1_agreement >= min_agreement
-    if diff_ok and agree_ok:
+    drop_ok = max_accuracy_drop is None or drop <= max_accuracy_drop + 1e-9
+    if diff_ok and agree_ok and drop_ok:
         log.debug("parity ok: max |diff| %.3g, agreement %.4f", report.max_abs_diff, report.top1_agreement)
         return
+    checked_diff = max_abs_diff != float("inf")
+    diff_text = f" max |logit diff| {report.max_abs_diff:.3g} (limit {max_abs_diff:g})," if checked_diff else ""
+    drop_text = "" if max_accuracy_drop is None else f", accuracy drop {drop:.2f} points (limit {max_accuracy_drop:g})"
     raise ParityError(
-        f"artifact differs from the reference on {report.n} samples: max |logit diff| "
-        f"{report.max_abs_diff:.3g} (limit {max_abs_diff:g}), top-1 agreement {report.top1_agreement:.2%} "
-        f"(limit {min_agreement:.2%})",
-        "the export is refused; check for unsupported ops or a preprocessing mismatch, or report a bug",
+        f"artifact differs from the reference on {report.n} samples:{diff_text} top-1 agreement "
+        f"{report.top1_agreement:.2%} (limit {min_agreement:.2%}){drop_text}",
+        hint or "the export is refused; check for unsupported ops or a preprocessing mismatch, or report a bug",
     )
 
 
 def torch_reference(model: Any, spec: ModelSpec) -> Predictor:
-    """Wrap an eval-mode torch model as a predictor of spec-layout float32 batches (imports torch).
+    """Wrap an eval-mode torch model as a predictor of the spec's inputs (imports torch).
 
     Args:
-        model: A ``torch.nn.Module`` taking ``(N, 3, H, W)`` images.
+        model: A ``torch.nn.Module`` taking ``(N, 3, H, W)`` images, or a text classifier taking a dict
+            of token tensors.
         spec: Its input contract; an ``NHWC`` spec is transposed to ``NCHW`` before the model.
     """
     import torch
 
     module = spec_layout_module(model, spec).eval()
 
-    def predict(batch: np.ndarray) -> np.ndarray:
+    def predict(inputs: Inputs) -> np.ndarray:
         with torch.inference_mode():
-            return module(torch.from_numpy(np.ascontiguousarray(batch, np.float32))).float().numpy()
+            if isinstance(inputs, dict):
+                tensors = {k: torch.from_numpy(np.ascontiguousarray(v, np.int64)) for k, v in inputs.items()}
+                return module(tensors).float().numpy()
+            return module(torch.from_numpy(np.ascontiguousarray(inputs, np.float32))).float().numpy()
 
     return predict
 
 
 def spec_layout_module(model: Any, spec: ModelSpec) -> Any:
-    """``model`` itself for an ``NCHW`` spec; for ``NHWC`` a module that permutes its input first."""
-    if spec.layout == "NCHW":
+    """``model`` itself for an ``NCHW`` spec or a text model; for ``NHWC`` a module that permutes its input first."""
+    if spec.layout == "NCHW" or spec.is_text:
         return model
     import torch
 

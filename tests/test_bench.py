@@ -100,7 +100,7 @@ def test_bench_both_engines(bundle_dir: Path) -> None:
     for row in rows:
         _check_row(row)
     assert result["bundle"]["file_size_bytes"] == (bundle_dir / "model.onnx").stat().st_size
-    assert result["image"]["source"] == "run's test split"
+    assert result["input"]["source"] == "run's test split"
     assert result["machine"]["cpu"] and result["machine"]["logical_cores"] >= 1
     assert set(result["engines"]) == {"onnxruntime", "torch"}
     console = Console(file=io.StringIO(), width=200)
@@ -131,7 +131,7 @@ def test_bench_without_run_folder_skips_torch(bundle_dir: Path, tmp_path: Path) 
     ort_row, torch_row = result["rows"]
     assert ort_row["status"] == "ok" and torch_row["status"] == "skipped: run folder not found"
     assert torch_row["latency_ms"] is None
-    assert result["image"]["source"] == "synthetic"
+    assert result["input"]["source"] == "synthetic"
     render_table(result)
 
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from edgetl.config import FinetuneConfig
-from edgetl.errors import ConfigError
 from edgetl.runfolder import load_run
 from edgetl.train.finetune import finetune
 from edgetl.train.tasks import TASKS, class_weights
@@ -25,10 +24,8 @@ def text_config(**train) -> FinetuneConfig:
 
 
 @pytest.fixture(scope="module")
-def feature_run(tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("text") / "run"
-    metrics = finetune(text_config(mode="feature-extract", lr=0.01, epochs=8), out)
-    return out, metrics
+def feature_run(text_run) -> tuple[Path, dict]:
+    return text_run  # conftest: MiniLM feature extraction on 240 sentences
 
 
 @pytest.mark.slow
@@ -62,14 +59,6 @@ def test_fine_tune_last_layer_trains_only_that_layer(tmp_path: Path) -> None:
     metrics = finetune(text_config(mode="fine-tune", unfreeze=1, epochs=1, lr=1e-3), tmp_path / "run")
     assert metrics["history"][0]["trainable_blocks"] == 1
     assert 1_000_000 < metrics["history"][0]["trainable_params"] < 3_000_000  # one MiniLM layer + head
-
-
-def test_text_export_is_refused_clearly(feature_run, tmp_path: Path) -> None:
-    from edgetl.export import export
-
-    with pytest.raises(ConfigError, match="text"):
-        export(feature_run[0], "onnx", tmp_path / "bundle")
-    assert not (tmp_path / "bundle").exists()
 
 
 def test_class_weights_are_inverse_frequency() -> None:

@@ -19,11 +19,10 @@ from edgetl.models.text import (
     TextClassifier,
     build_text_classifier,
     describe_text_backbones,
-    load_tokenizer,
     resolve_text_model,
     text_backbone_info,
-    tokenize,
 )
+from edgetl.runtime.text import load_tokenizer, tokenize
 
 EXPECTED = {"minilm_l6", "distilbert_base_uncased", "bert_base_uncased"}
 SENTENCES = ["A gripping, beautifully shot film.", "Dull."]

@@ -42,8 +42,8 @@ class BenchEngine(Protocol):
         """Raise :class:`EngineSkipped` early (before imports) when this engine cannot run the bundle."""
         ...
 
-    def import_backend(self) -> None:
-        """Import the engine's library (timed separately from loading the model)."""
+    def import_backend(self, manifest: Manifest) -> None:
+        """Import the engine's library for this bundle (timed separately from loading the model)."""
         ...
 
     def load(self, manifest: Manifest, threads: int) -> LoadedEngine:
@@ -77,7 +77,7 @@ class OrtBench:
         if manifest.format != "onnx":
             raise EngineSkipped(f"runs onnx bundles, not {manifest.format}")
 
-    def import_backend(self) -> None:
+    def import_backend(self, manifest: Manifest) -> None:
         """Import onnxruntime."""
         _import(self.package)
 
@@ -100,9 +100,10 @@ class TorchBench:
         if not run_dir or not Path(run_dir).is_dir():
             raise EngineSkipped("run folder not found")
 
-    def import_backend(self) -> None:
-        """Import torch and the model libraries (torchvision, timm): about 5 s on a small CPU."""
-        for package in (self.package, "torchvision", "timm", "edgetl.models"):
+    def import_backend(self, manifest: Manifest) -> None:
+        """Import torch and the model libraries (torchvision and timm, or transformers): seconds on a small CPU."""
+        libraries = ("transformers",) if manifest.spec.is_text else ("torchvision", "timm")
+        for package in (self.package, *libraries, "edgetl.models"):
             _import(package)
 
     def load(self, manifest: Manifest, threads: int) -> LoadedEngine:

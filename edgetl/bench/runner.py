@@ -9,7 +9,11 @@ are its own:
   ``exec``; ``ru_maxrss`` does not, as it inherits the parent's peak), so ONNX Runtime rows are not
   inflated by torch being loaded for other rows. ``baseline_rss_mb`` is the child's RSS before the
   engine library was imported (Python, numpy, Pillow, edgetl);
-* end-to-end latency (batch 1 rows) is open image file -> bundle preprocessing -> inference.
+* end-to-end latency (batch 1 rows) is open image file -> bundle preprocessing -> inference, or for a
+  text bundle raw string -> the bundle's tokenizer -> inference (on the longest sequence length's row).
+
+Text bundles are timed at each of the target's sequence lengths on synthetic token ids of exactly that
+length (no padding), so rows at different lengths compare compute, not tokenization.
 """
 
 from __future__ import annotations
@@ -39,13 +43,17 @@ from edgetl.fsutil import read_json, sha256_file, write_json
 from edgetl.progress import Ticker
 from edgetl.runtime.bundle import Manifest, read_manifest
 from edgetl.runtime.preprocess import open_image, preprocess
+from edgetl.runtime.text import load_tokenizer, synthetic_tokens, tokenize
 from edgetl.spec import ModelSpec
 
 if TYPE_CHECKING:
     from rich.table import Table
 
 log = logging.getLogger("edgetl")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: "image" became "input" (image or text); rows have "seq_len"
+#: The end-to-end text when the run's test split is not available.
+SYNTHETIC_TEXT = ("An engaging, well-acted film whose quiet second half never quite lives up to the promise of "
+                  "its sharp, funny opening hour.")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding the edgetl package
 _CHILD_OVERHEAD_S = 300  # imports, model load, first run
 
@@ -57,7 +65,9 @@ def bench_bundle(
     engines: list[str] | None = None,
     threads: list[int | str] | None = None,
     batch_sizes: list[int] | None = None,
+    seq_lengths: list[int] | None = None,
     image: str | Path | None = None,
+    text: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Benchmark a bundle on a target and return JSON-ready results.
@@ -67,14 +77,18 @@ def bench_bundle(
         target: Target profile name (``targets/<name>.yaml``), path, or a loaded profile.
         engines: Only these bench engines (default: the target's).
         threads: Thread counts, ints or ``"all"`` (default: the target's).
-        batch_sizes: Batch sizes (default: the target's).
+        batch_sizes: Batch sizes (default: the target's ``batch_sizes``, or ``text_batch_sizes`` for text).
+        seq_lengths: Text bundles: token lengths (default: the target's), clipped to the model's max_length.
         image: Image file for the end-to-end timing; default: a test image of the run's dataset, or a
             synthetic PNG of the spec's input size when that is unavailable.
+        text: Text bundles: the string for the end-to-end timing; default: a test text of the run's
+            dataset, or a fixed review sentence.
         progress: Show a progress bar.
 
     Returns:
         ``{"schema_version", "created", "edgetl_version", "bundle", "target", "machine", "engines",
-        "image", "rows"}``; each row holds ``engine``, ``threads``, ``batch``, ``status`` (``ok`` or
+        "input", "rows"}``; each row holds ``engine``, ``threads``, ``batch``, ``seq_len`` (text; else
+        None), ``status`` (``ok`` or
         ``skipped: ...``), ``latency_ms`` (p50/p90/p99/mean/std/min/max, runs), ``throughput_ips``,
         ``import_ms``, ``load_ms``, ``first_run_ms``, ``cold_start_ms``, ``baseline_rss_mb``,
         ``peak_rss_mb``, ``end_to_end_ms`` (batch 1 only) and ``note``.
@@ -84,14 +98,18 @@ def bench_bundle(
         RunFolderError: The bundle is missing or malformed.
         BenchmarkError: A configuration failed.
     """
-    profile = _profile(target, engines, threads, batch_sizes)
+    profile = _profile(target, engines, threads, batch_sizes, seq_lengths)
     for name in profile.engines:
         BENCH_ENGINES.get(name)
     manifest = read_manifest(bundle_dir)
     machine = machine_info()  # before our own load shows in the load average
     with tempfile.TemporaryDirectory(prefix="edgetl-bench-") as tmp:
-        image_path, image_info = bench_image(manifest, image, Path(tmp))
-        rows = _run_jobs(_jobs(manifest, profile, image_path), progress)
+        if manifest.spec.is_text:
+            e2e_input, input_info = bench_text(manifest, text)
+        else:
+            image_path, input_info = bench_image(manifest, image, Path(tmp))
+            e2e_input = str(image_path)
+        rows = _run_jobs(_jobs(manifest, profile, e2e_input, batch_sizes), progress)
     return {
         "schema_version": SCHEMA_VERSION,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -100,7 +118,7 @@ def bench_bundle(
         "target": profile.to_dict(),
         "machine": machine,
         "engines": {name: package_version(BENCH_ENGINES.get(name).package) for name in profile.engines},
-        "image": image_info,
+        "input": input_info,
         "rows": rows,
     }
 
@@ -110,20 +128,31 @@ def _profile(
     engines: list[str] | None,
     threads: list[int | str] | None,
     batch_sizes: list[int] | None,
+    seq_lengths: list[int] | None,
 ) -> TargetProfile:
     profile = target if isinstance(target, TargetProfile) else load_target(target)
-    changes = {"engines": engines, "threads": threads, "batch_sizes": batch_sizes}
+    changes = {"engines": engines, "threads": threads, "batch_sizes": batch_sizes, "text_batch_sizes": batch_sizes,
+               "seq_lengths": seq_lengths}
     return replace(profile, **{k: tuple(v) for k, v in changes.items() if v})
 
 
-def _jobs(manifest: Manifest, profile: TargetProfile, image: Path) -> list[dict[str, Any]]:
+def _jobs(manifest: Manifest, profile: TargetProfile, e2e_input: str, batch_sizes: Any) -> list[dict[str, Any]]:
+    """One job per engine x threads x batch (x sequence length for text); end-to-end on batch-1 rows."""
     timing = {k: getattr(profile, k) for k in ("warmup", "min_runs", "min_time_s", "max_time_s")}
-    combos = itertools.product(profile.engines, profile.threads, profile.batch_sizes)
+    spec = manifest.spec
+    if spec.is_text:
+        seqs = sorted({min(n, spec.max_length) for n in profile.seq_lengths})
+        combos = itertools.product(profile.engines, profile.threads, profile.text_batch_sizes, seqs)
+        e2e_seq = seqs[-1]
+    else:
+        combos = ((e, t, b, None) for e, t, b in itertools.product(profile.engines, profile.threads,
+                                                                    profile.batch_sizes))
+        e2e_seq = None
     return [
         {"bundle": str(manifest.folder), "engine": engine, "threads": resolve_threads(threads),
-         "threads_spec": threads, "batch": batch, "timing": timing, "env": profile.env,
-         "image": str(image) if batch == 1 else None}
-        for engine, threads, batch in combos
+         "threads_spec": threads, "batch": batch, "seq_len": seq, "timing": timing, "env": profile.env,
+         "e2e_input": e2e_input if batch == 1 and seq == e2e_seq else None}
+        for engine, threads, batch, seq in combos
     ]
 
 
@@ -134,6 +163,7 @@ def _run_jobs(jobs: list[dict[str, Any]], progress: bool) -> list[dict[str, Any]
             Ticker("bench", total=len(jobs), enabled=progress) as ticker:
         for i, job in enumerate(jobs):
             label = f"{job['engine']} threads={job['threads']} batch={job['batch']}"
+            label += f" seq={job['seq_len']}" if job["seq_len"] else ""
             row = _run_child(job, Path(tmp) / f"job{i}.json", label)
             if "error" in row:
                 raise BenchmarkError(f"{label}: {row['error']}")
@@ -170,7 +200,7 @@ def child_main() -> None:
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Measure one configuration (in the child process); errors come back in the row."""
-    row = {key: job[key] for key in ("engine", "threads", "threads_spec", "batch")}
+    row = {key: job[key] for key in ("engine", "threads", "threads_spec", "batch", "seq_len")}
     row.update(dict.fromkeys(_MEASURED_KEYS))  # skipped rows have the same keys, set to None
     try:
         row.update(_measure(job))
@@ -190,12 +220,18 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
     manifest = read_manifest(job["bundle"])
     engine = BENCH_ENGINES.get(job["engine"])
     engine.check(manifest)
-    import_ms = time_once_ms(engine.import_backend)
-    batch = _random_batch(manifest.spec, job["batch"])
+    import_ms = time_once_ms(lambda: engine.import_backend(manifest))
+    tokenizer = load_tokenizer(manifest.tokenizer_path) if manifest.tokenizer_path else None
+    if tokenizer is not None:
+        batch = synthetic_tokens(tokenizer, job["batch"], job["seq_len"])
+    else:
+        batch = _random_batch(manifest.spec, job["batch"])
     loaded, load_ms = _timed_load(engine, manifest, job["threads"])
     first_ms = time_once_ms(lambda: loaded.predict(batch))
     stats = measure(lambda: loaded.predict(batch), **job["timing"])
-    e2e = _end_to_end(loaded.predict, manifest.spec, job["image"], job["timing"]) if job["image"] else None
+    e2e = None
+    if job["e2e_input"] is not None:
+        e2e = _end_to_end(loaded.predict, manifest.spec, job["e2e_input"], job["timing"], tokenizer)
     return {
         "status": "ok", "latency_ms": stats.to_dict(), "throughput_ips": job["batch"] * 1000 / stats.p50_ms,
         "import_ms": import_ms, "load_ms": load_ms, "first_run_ms": first_ms,
@@ -217,9 +253,11 @@ def _random_batch(spec: ModelSpec, batch: int) -> np.ndarray:
     return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
 
 
-def _end_to_end(predict: Any, spec: ModelSpec, image: str, timing: dict[str, Any]) -> TimingStats:
-    """Open the image file, preprocess it with the bundle's spec, run batch 1."""
-    return measure(lambda: predict(preprocess(Path(image), spec)[None]), **timing)
+def _end_to_end(predict: Any, spec: ModelSpec, item: str, timing: dict[str, Any], tokenizer: Any) -> TimingStats:
+    """Batch 1 from the raw input: open and preprocess the image file, or tokenize the string."""
+    if tokenizer is not None:
+        return measure(lambda: predict(tokenize(tokenizer, [item], spec.max_length)[0]), **timing)
+    return measure(lambda: predict(preprocess(Path(item), spec)[None]), **timing)
 
 
 def current_rss_mb() -> float:
@@ -240,11 +278,25 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
+def bench_text(manifest: Manifest, text: str | None) -> tuple[str, dict[str, Any]]:
+    """The string for end-to-end timing of a text bundle, and a description (source, characters, tokens)."""
+    if text is not None:
+        source = "given"
+    else:
+        try:
+            text, source = _dataset_sample(manifest).texts[0], "run's test split"
+        except (EdgetlError, OSError, KeyError) as exc:
+            log.info("no dataset text for the end-to-end timing (%s); using a fixed sentence", exc)
+            text, source = SYNTHETIC_TEXT, "synthetic"
+    tokens = tokenize(load_tokenizer(manifest.tokenizer_path), [text], manifest.spec.max_length)[0]
+    return text, {"kind": "text", "source": source, "chars": len(text), "tokens": int(tokens["input_ids"].shape[1])}
+
+
 def bench_image(manifest: Manifest, image: str | Path | None, tmp: Path) -> tuple[Path, dict[str, Any]]:
     """The image file for end-to-end timing and a description of where it came from."""
     if image is not None:
         size = open_image(image).size  # raises DataError for a missing or unreadable file
-        return Path(image), {"source": "given", "path": str(image), "size": list(size)}
+        return Path(image), {"kind": "image", "source": "given", "path": str(image), "size": list(size)}
     path = tmp / "bench.png"
     try:
         img = _dataset_image(manifest)
@@ -255,10 +307,15 @@ def bench_image(manifest: Manifest, image: str | Path | None, tmp: Path) -> tupl
         pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
         img, source = Image.fromarray(pixels), "synthetic"
     img.save(path)
-    return path, {"source": source, "path": None, "size": list(img.size)}
+    return path, {"kind": "image", "source": source, "path": None, "size": list(img.size)}
 
 
 def _dataset_image(manifest: Manifest) -> Image.Image:
+    return _dataset_sample(manifest).image(0)
+
+
+def _dataset_sample(manifest: Manifest) -> Any:
+    """The test split of the run named in the bundle's provenance (KeyError when absent or empty)."""
     from edgetl.runfolder import load_run
 
     run_dir = (manifest.data.get("provenance") or {}).get("run_dir")
@@ -267,7 +324,7 @@ def _dataset_image(manifest: Manifest) -> Image.Image:
     test = load_run(run_dir).data().test
     if len(test) == 0:
         raise KeyError("the test split is empty")
-    return test.image(0)
+    return test
 
 
 def bundle_info(manifest: Manifest) -> dict[str, Any]:
@@ -310,7 +367,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-_COLUMNS = ("engine", "thr", "batch", "p50", "p90", "p99", "mean±sd", "img/s", "cold", "RSS", "e2e",
+_COLUMNS = ("engine", "thr", "batch", "seq", "p50", "p90", "p99", "mean±sd", "items/s", "cold", "RSS", "e2e",
             "note")
 
 
@@ -327,23 +384,30 @@ def render_table(result: dict[str, Any]) -> Table:
         title=f"{Path(bundle['path']).name} ({bundle['format']} {bundle['precision']}, "
         f"{bundle['file_size_bytes'] / 1e6:.2f} MB) on {result['target']['name']}",
         caption=f"{machine['cpu']}, {machine['usable_cores']} cores. Latency percentiles in ms; cold = "
-        f"load + first inference (ms); RSS = peak MB; e2e = p50 ms from image file "
-        f"({result['image']['source']}) through preprocessing to logits.",
+        f"load + first inference (ms); RSS = peak MB; e2e = p50 ms {_e2e_caption(result['input'])}.",
     )
     with_notes = any(row["status"] != "ok" or row["note"] for row in result["rows"])
-    columns = _COLUMNS if with_notes else _COLUMNS[:-1]
+    text = any(row.get("seq_len") for row in result["rows"])
+    columns = [c for c in (_COLUMNS if with_notes else _COLUMNS[:-1]) if text or c != "seq"]
     for name in columns:
         numeric = name not in ("engine", "note")
         table.add_column(name, justify="right" if numeric else "left", no_wrap=name != "note")
     for row in result["rows"]:
-        table.add_row(*_cells(row)[: len(columns)])
+        cells = dict(zip(_COLUMNS, _cells(row), strict=True))
+        table.add_row(*(cells[c] for c in columns))
     return table
 
 
+def _e2e_caption(info: dict[str, Any]) -> str:
+    if info.get("kind") == "text":
+        return f"from a raw string ({info['source']}, {info['tokens']} tokens) through the tokenizer to logits"
+    return f"from image file ({info['source']}) through preprocessing to logits"
+
+
 def _cells(row: dict[str, Any]) -> list[str]:
-    head = [row["engine"], _threads_label(row), str(row["batch"])]
+    head = [row["engine"], _threads_label(row), str(row["batch"]), str(row.get("seq_len") or "-")]
     if row["status"] != "ok":
-        return [*head, *(["-"] * (len(_COLUMNS) - 4)), row["status"]]
+        return [*head, *(["-"] * (len(_COLUMNS) - 5)), row["status"]]
     lat, e2e = row["latency_ms"], row["end_to_end_ms"]
     return [
         *head, _num(lat["p50_ms"]), _num(lat["p90_ms"]), _num(lat["p99_ms"]),

@@ -29,7 +29,9 @@ class TargetProfile:
         kind: ``local`` (this machine); remote kinds come later.
         engines: Bench engines to run (see ``edgetl.bench.engines.BENCH_ENGINES``).
         threads: Thread counts; ``"all"`` means every core this process may use.
-        batch_sizes: Batch sizes to time.
+        batch_sizes: Batch sizes to time for image models.
+        text_batch_sizes: Batch sizes to time for text models.
+        seq_lengths: Token sequence lengths to time for text models (clipped to the model's ``max_length``).
         warmup: Untimed calls before timing.
         min_runs: Minimum timed calls per configuration.
         min_time_s: Minimum timed seconds per configuration.
@@ -43,6 +45,8 @@ class TargetProfile:
     engines: tuple[str, ...] = ("onnxruntime", "torch")
     threads: tuple[ThreadSpec, ...] = (1, ALL_THREADS)
     batch_sizes: tuple[int, ...] = (1, 32)
+    text_batch_sizes: tuple[int, ...] = (1, 8)
+    seq_lengths: tuple[int, ...] = (16, 64, 128)
     warmup: int = 5
     min_runs: int = 20
     min_time_s: float = 1.0
@@ -51,7 +55,7 @@ class TargetProfile:
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        for key in ("engines", "threads", "batch_sizes"):
+        for key in ("engines", "threads", "batch_sizes", "text_batch_sizes", "seq_lengths"):
             value = getattr(self, key)
             object.__setattr__(self, key, tuple(value) if isinstance(value, (list, tuple)) else (value,))
         if not isinstance(self.env, dict):
@@ -72,8 +76,11 @@ def _validate(p: TargetProfile) -> None:
         raise ConfigError(f"{where}: engines, threads and batch_sizes need at least one value each")
     for t in p.threads:
         resolve_threads(t)
-    if not all(_positive_int(b) for b in p.batch_sizes):
-        raise ConfigError(f"{where}: batch_sizes must be whole numbers >= 1, got {list(p.batch_sizes)}")
+    for key in ("batch_sizes", "text_batch_sizes"):
+        if not getattr(p, key) or not all(_positive_int(b) for b in getattr(p, key)):
+            raise ConfigError(f"{where}: {key} must be whole numbers >= 1, got {list(getattr(p, key))}")
+    if not p.seq_lengths or not all(_positive_int(n) and n >= 2 for n in p.seq_lengths):
+        raise ConfigError(f"{where}: seq_lengths must be whole numbers >= 2, got {list(p.seq_lengths)}")
     if not _positive_int(p.min_runs) or p.warmup < 0 or not 0 <= p.min_time_s <= p.max_time_s:
         raise ConfigError(
             f"{where}: invalid timing limits",

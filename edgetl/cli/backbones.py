@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import click
-from rich.console import Console
 from rich.table import Table
+
+from edgetl.cli.render import make_console
 
 
 @click.command("backbones")
@@ -27,4 +28,4 @@ def command(as_json: bool) -> None:
         size = "x".join(map(str, r["input_size"])) if "input_size" in r else f"{r['max_length']} tokens"
         params = f"{r['params'] / 1e6:.2f}M" if r.get("params") else "?"
         table.add_row(r["name"], r["task"], r["family"], params, size, str(r["pretrained"]))
-    Console().print(table)
+    make_console().print(table)

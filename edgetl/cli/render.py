@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+#: Output piped to a file or CI log is not cut to rich's 80-column default: tables stay readable there.
+PIPED_WIDTH = 160
+
+
+def make_console() -> Console:
+    """A stdout console: the terminal's width, or :data:`PIPED_WIDTH` columns when output is piped."""
+    return Console() if sys.stdout.isatty() else Console(width=PIPED_WIDTH)
+
+
+console = make_console()
 
 
 def print_finetune_summary(metrics: dict, out: Path) -> None:
@@ -30,11 +40,8 @@ def print_finetune_summary(metrics: dict, out: Path) -> None:
 def print_comparison(metrics: dict) -> None:
     """Pretrained model vs the same backbone from random init vs pixel logistic regression."""
     base = metrics["baseline"]
-    rows = [
-        (f"{metrics['backbone']} ({metrics['weights']['source']} weights)", metrics["test"]),
-        (base["random_init"]["name"], base["random_init"]),
-        (base["linear"]["name"], base["linear"]),
-    ]
+    rows = [(f"{metrics['backbone']} ({metrics['weights']['source']} weights)", metrics["test"])]
+    rows += [(base[key]["name"], base[key]) for key in ("random_init", "linear") if key in base]
     table = Table(title="what transfer bought (same data, test split)")
     for col in ("model", "accuracy", "macro-F1"):
         table.add_column(col, justify="right" if col != "model" else "left")
@@ -43,19 +50,31 @@ def print_comparison(metrics: dict) -> None:
     console.print(table)
 
 
+def _limit(value: float | None, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
 def print_verification(bundle: Path) -> None:
     """The verification figures recorded in a bundle's edgetl.json."""
     from edgetl.fsutil import read_json
 
     manifest = read_json(Path(bundle) / "edgetl.json")
     v = manifest["verification"]
-    table = Table(title=f"{manifest['format']} {manifest['precision']} vs PyTorch on {v['n']} test images")
-    table.add_column("check")
-    table.add_column("value", justify="right")
-    table.add_row("max |logit diff|", f"{v['max_abs_diff']:.2e}")
-    table.add_row("mean |logit diff|", f"{v['mean_abs_diff']:.2e}")
-    table.add_row("top-1 agreement", f"{v['top1_agreement']:.4%}")
-    table.add_row("PyTorch test accuracy", f"{v['reference_accuracy']:.4%}")
-    table.add_row("artifact test accuracy", f"{v['artifact_accuracy']:.4%}")
+    if v is None:
+        console.print("[yellow]not verified[/yellow] (--no-verify)")
+        console.print(f"bundle: [bold]{bundle}[/bold]")
+        return
+    what = "texts" if manifest["spec"].get("task") == "text-classification" else "images"
+    limits = v.get("limits") or {}
+    table = Table(title=f"{manifest['format']} {manifest['precision']} vs PyTorch on {v['n']} test {what}")
+    for name in ("check", "value", "limit"):
+        table.add_column(name, justify="left" if name == "check" else "right")
+    drop = 100 * (v["reference_accuracy"] - v["artifact_accuracy"])
+    table.add_row("max |logit diff|", f"{v['max_abs_diff']:.2e}", _limit(limits.get("max_abs_diff"), "<= {:.0e}"))
+    table.add_row("mean |logit diff|", f"{v['mean_abs_diff']:.2e}", "")
+    table.add_row("top-1 agreement", f"{v['top1_agreement']:.2%}", _limit(limits.get("min_agreement"), ">= {:.2%}"))
+    table.add_row("PyTorch test accuracy", f"{v['reference_accuracy']:.2%}", "")
+    table.add_row("artifact test accuracy", f"{v['artifact_accuracy']:.2%}", "")
+    table.add_row("accuracy drop (points)", f"{drop:.2f}", _limit(limits.get("max_accuracy_drop"), "<= {:g}"))
     console.print(table)
     console.print(f"bundle: [bold]{bundle}[/bold]")

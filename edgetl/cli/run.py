@@ -13,8 +13,7 @@ import click
 @click.option("--workdir", type=click.Path(path_type=Path), help="Override the recipe's workdir.")
 def command(recipe: Path, force: bool, workdir: Path | None) -> None:
     """Run RECIPE: finetune -> export + verify -> bench -> report."""
-    from rich.console import Console
-
+    from edgetl.cli.render import make_console
     from edgetl.pipeline import check_recipe_paths, load_recipe, run_recipe
 
     r = load_recipe(recipe)
@@ -22,7 +21,7 @@ def command(recipe: Path, force: bool, workdir: Path | None) -> None:
         r.workdir = workdir
     check_recipe_paths(r)
     status = run_recipe(r, force=force)
-    console = Console()
+    console = make_console()
     for name, what in status.items():
         console.print(f"  {name:<9} {what}")
     if (r.workdir / "report" / "report.md").is_file():

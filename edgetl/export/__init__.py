@@ -1,14 +1,16 @@
 """Export front end: run folder -> verified bundle, dispatching to one module per format.
 
 Each format module (``edgetl.export.onnx``...) exposes ``EXPORTER`` with ``format``, ``model_file``,
-``precisions``, ``check_options(opset=...)``, ``convert(model, spec, path, opset=...)`` and
-``predictor(path)``; only that module imports the format's libraries, and only when it is used.
+``precisions``, ``check_options(opset=..., precision=..., spec=...)``, ``convert(model, spec, path,
+opset=..., precision=...)`` and ``predictor(path)``; only that module imports the format's libraries,
+and only when it is used. Text bundles also carry the tokenizer files (``tokenizer/``).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,14 +20,7 @@ from edgetl.fsutil import check_out_dir, staged_dir
 from edgetl.registry import Registry
 from edgetl.runfolder import Run, load_run
 from edgetl.spec import ModelSpec
-from edgetl.verify import (
-    DEFAULT_MAX_ABS_DIFF,
-    DEFAULT_MIN_AGREEMENT,
-    Predictor,
-    check_parity,
-    torch_reference,
-    verify_samples,
-)
+from edgetl.verify import ParityLimits, Predictor, check_parity, limits_for, torch_reference, verify_samples
 
 __all__ = ["EXPORTERS", "Exporter", "export", "get_exporter"]
 
@@ -39,22 +34,24 @@ class Exporter(Protocol):
     model_file: str
     precisions: tuple[str, ...]
 
-    def check_options(self, *, opset: int) -> None:
-        """Raise ConfigError for options the format cannot honour."""
+    def check_options(self, *, opset: int, precision: str = "fp32", spec: ModelSpec | None = None) -> None:
+        """Raise ConfigError for options the format cannot honour (for this model, when ``spec`` is given)."""
         ...
 
-    def convert(self, model: Any, spec: ModelSpec, path: Path, *, opset: int) -> None:
+    def convert(self, model: Any, spec: ModelSpec, path: Path, *, opset: int, precision: str) -> None:
         """Write the artifact for ``model`` to ``path``."""
         ...
 
     def predictor(self, path: Path) -> Predictor:
-        """A callable running the written artifact on spec-layout batches."""
+        """A callable running the written artifact on the model's inputs."""
         ...
 
 
 #: Export formats -> the module that implements them (imported on first use).
 EXPORTERS: Registry[str] = Registry("export format")
 EXPORTERS.add("onnx", "edgetl.export.onnx")
+#: Files of a run's tokenizer folder that a text bundle carries (the encoder's config and weights stay behind).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
 def get_exporter(fmt: str) -> Exporter:
@@ -72,8 +69,9 @@ def export(
     verify: bool = True,
     verify_limit: int | None = None,
     opset: int = 18,
-    max_abs_diff: float = DEFAULT_MAX_ABS_DIFF,
-    min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    max_abs_diff: float | None = None,
+    min_agreement: float | None = None,
+    max_accuracy_drop: float | None = None,
     progress: bool = True,
 ) -> Path:
     """Export a run folder's model to a bundle, verify it against PyTorch, and write ``edgetl.json``.
@@ -85,13 +83,16 @@ def export(
         run_dir: A run folder written by ``edgetl finetune``.
         fmt: Artifact format (see ``EXPORTERS``).
         out: Bundle folder; default ``bundles/<run folder name>-<fmt>-<precision>``.
-        precision: ``fp32`` (``fp16`` and ``int8`` come with quantization).
+        precision: ``fp32``, or ``int8`` for text models (ONNX Runtime dynamic quantization).
         overwrite: Replace a non-empty ``out``.
         verify: Compare with PyTorch on the run's test split and refuse a mismatch.
-        verify_limit: Verify on at most this many test images (``None``: all).
+        verify_limit: Verify on at most this many test samples (``None``: all).
         opset: ONNX opset (17 or newer).
-        max_abs_diff: Largest logit difference accepted.
-        min_agreement: Smallest top-1 agreement accepted (0..1).
+        max_abs_diff: Largest logit difference accepted (default per precision: 1e-4 for fp32, unchecked
+            for int8).
+        min_agreement: Smallest top-1 agreement accepted, 0..1 (default 0.999 for fp32, 0.95 for int8).
+        max_accuracy_drop: Largest accuracy loss in points against PyTorch (default: unchecked for fp32,
+            1.0 for int8).
         progress: Show a progress bar during verification.
 
     Returns:
@@ -106,23 +107,36 @@ def export(
     """
     exporter = get_exporter(fmt)
     _check_options(exporter, precision, opset, verify_limit)
+    limits = limits_for(precision, max_abs_diff=max_abs_diff, min_agreement=min_agreement,
+                        max_accuracy_drop=max_accuracy_drop)
     out = check_out_dir(out if out is not None else default_out(run_dir, fmt, precision), overwrite)
     run = load_run(run_dir)
-    if run.task != "image":
-        raise ConfigError(f"export of {run.task} models is not available in this version",
-                          "text runs can be trained and evaluated now; their ONNX bundle (with tokenizer) comes next")
+    exporter.check_options(opset=opset, precision=precision, spec=run.spec)
     with staged_dir(out, overwrite) as stage:
+        if run.spec.is_text:
+            _copy_tokenizer(run, stage)
         model_path = stage / exporter.model_file
         model = run.model()
-        exporter.convert(model, run.spec, model_path, opset=opset)
+        exporter.convert(model, run.spec, model_path, opset=opset, precision=precision)
         verification = None
         if verify:
-            limits = {"max_abs_diff": max_abs_diff, "min_agreement": min_agreement}
-            verification = _verify(run, model, exporter.predictor(model_path), verify_limit, limits, progress)
+            artifact = exporter.predictor(model_path)
+            verification = _verify(run, model, artifact, stage, verify_limit, limits, progress, precision)
         write_manifest(stage, fmt=fmt, precision=precision, model_file=exporter.model_file, spec=run.spec,
                        verification=verification, provenance=provenance(run, model_path))
     log.info("bundle written to %s", out)
     return out
+
+
+def _copy_tokenizer(run: Run, stage: Path) -> None:
+    """Copy the run's tokenizer files into the bundle, at the same relative folder the spec names."""
+    source, target = run.path / run.spec.tokenizer, stage / run.spec.tokenizer
+    if not (source / "tokenizer.json").is_file():
+        raise ConfigError(f"the run's tokenizer is missing: {source / 'tokenizer.json'}", "re-train the run")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, target / name)
 
 
 def default_out(run_dir: str | Path, fmt: str, precision: str) -> Path:
@@ -143,23 +157,38 @@ def _check_precision(precision: str, exporter: Exporter) -> None:
     if precision in ("fp16", "int8"):
         raise ConfigError(
             f"precision {precision!r} is not available for {exporter.format} export yet",
-            "export fp32 now; int8 and fp16 come later with quantization",
+            f"choose one of: {', '.join(exporter.precisions)}",
         )
     raise ConfigError(f"unknown precision {precision!r}", f"choose one of: {', '.join(exporter.precisions)}")
 
 
+_QUANTIZED_HINT = ("the export is refused: {precision} loses too much on this model; export fp32, or accept "
+                   "the loss with --min-agreement / --max-accuracy-drop")
+
+
 def _verify(
-    run: Run, model: Any, artifact: Predictor, limit: int | None, limits: dict[str, float], progress: bool
+    run: Run, model: Any, artifact: Predictor, bundle: Path, limit: int | None, limits: ParityLimits,
+    progress: bool, precision: str,
 ) -> dict[str, Any]:
-    """Parity of ``artifact`` vs the torch model on the run's test split; raises ParityError on failure."""
+    """Parity of ``artifact`` vs the torch model on the run's test split; raises ParityError on failure.
+
+    Text is tokenized with the bundle's own tokenizer copy, so the files an app receives are checked too.
+    """
     samples = _test_split(run)
+    tokenizer = None
+    if run.spec.is_text:
+        from edgetl.runtime.text import load_tokenizer
+
+        tokenizer = load_tokenizer(bundle / run.spec.tokenizer)
     report = verify_samples(torch_reference(model, run.spec), artifact, samples, run.spec,
-                            limit=limit, progress=progress)
-    log.info("parity on %d test images: max |diff| %.2e, top-1 agreement %.2f%%, accuracy %.2f%% "
-             "(torch %.2f%%)", report.n, report.max_abs_diff, 100 * report.top1_agreement,
+                            limit=limit, progress=progress, tokenizer=tokenizer)
+    what = "texts" if run.spec.is_text else "images"
+    log.info("parity on %d test %s: max |diff| %.2e, top-1 agreement %.2f%%, accuracy %.2f%% "
+             "(torch %.2f%%)", report.n, what, report.max_abs_diff, 100 * report.top1_agreement,
              100 * report.artifact_accuracy, 100 * report.reference_accuracy)
-    check_parity(report, **limits)
-    return {**report.to_dict(), "split": "test", "reference": "pytorch", "limits": limits}
+    hint = _QUANTIZED_HINT.format(precision=precision) if precision != "fp32" else None
+    check_parity(report, limits.max_abs_diff, limits.min_agreement, limits.max_accuracy_drop, hint=hint)
+    return {**report.to_dict(), "split": "test", "reference": "pytorch", "limits": limits.to_dict()}
 
 
 def _test_split(run: Run) -> Any:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from edgetl import __version__
 from edgetl.fsutil import sha256_file, write_json
 from edgetl.runtime.bundle import MANIFEST_NAME, SCHEMA_VERSION
+from edgetl.runtime.text import TEXT_INPUTS
 from edgetl.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -21,13 +22,38 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
+def input_names(spec: ModelSpec) -> list[str]:
+    """The exported model's input names: ``input`` for images, ``input_ids`` and ``attention_mask`` for text."""
+    return list(TEXT_INPUTS) if spec.is_text else [INPUT_NAME]
+
+
 def describe_io(spec: ModelSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The model's input and output tensors as the manifest lists them (batch axis named ``batch``)."""
+    """The model's input and output tensors as the manifest lists them (dynamic axes named by a string).
+
+    Images: one float32 ``input`` in the spec's layout, batch axis ``batch``. Text: int64 ``input_ids`` and
+    ``attention_mask`` of shape ``(batch, sequence)``, ``sequence`` from 1 to ``spec.max_length``.
+    """
+    outputs = [{"name": OUTPUT_NAME, "shape": ["batch", spec.num_classes], "dtype": "float32"}]
+    if spec.is_text:
+        inputs = [{"name": name, "shape": ["batch", "sequence"], "dtype": "int64", "max_sequence": spec.max_length}
+                  for name in TEXT_INPUTS]
+        return inputs, outputs
     height, width = spec.input_size
     shape = ["batch", 3, height, width] if spec.layout == "NCHW" else ["batch", height, width, 3]
     inputs = [{"name": INPUT_NAME, "shape": shape, "dtype": "float32", "layout": spec.layout}]
-    outputs = [{"name": OUTPUT_NAME, "shape": ["batch", spec.num_classes], "dtype": "float32"}]
     return inputs, outputs
+
+
+def text_contract(spec: ModelSpec) -> dict[str, Any]:
+    """How an app turns a string into a text model's inputs, for the manifest's ``tokenizer`` entry."""
+    return {
+        "file": f"{spec.tokenizer}/tokenizer.json",
+        "library": "Hugging Face tokenizers (tokenizer.json); any port that reads it gives the same ids",
+        "max_length": spec.max_length,
+        "truncation": f"longest first, to max_length ({spec.max_length}) tokens including special tokens",
+        "padding": "right, to the longest text of the batch, with the tokenizer's pad id; attention_mask 0 there",
+        "token_type_ids": "not an input: single texts use type 0",
+    }
 
 
 def provenance(run: Run, model_path: Path) -> dict[str, Any]:
@@ -71,6 +97,7 @@ def write_manifest(
         "inputs": inputs,
         "outputs": outputs,
         "spec": spec.to_dict(),
+        **({"tokenizer": text_contract(spec)} if spec.is_text else {}),
         "verification": verification,
         "provenance": provenance,
     }

@@ -1,5 +1,9 @@
 """ONNX exporter: torch model -> one self-contained ``model.onnx`` (opset >= 17, dynamic batch axis).
 
+Image models take one float32 ``input``; text models take int64 ``input_ids`` and ``attention_mask`` with
+dynamic batch and sequence axes. ``int8`` (text models) is ONNX Runtime's dynamic quantization of the
+FP32 file (:mod:`edgetl.quantize.onnx_dynamic`).
+
 Uses the TorchScript-based ("legacy") ``torch.onnx.export``: on this toolchain it writes one file with
 inlined weights in about 0.5 s, while the dynamo exporter takes about 20 s for a MobileNetV3-Small and
 writes external data unless told not to; both give the same graph quality and parity (~1e-7). If a
@@ -16,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.errors import ConfigError, ExportError
-from edgetl.export.bundle import INPUT_NAME, OUTPUT_NAME
+from edgetl.export.bundle import OUTPUT_NAME, input_names
 from edgetl.runtime.engines import OrtEngine
 from edgetl.spec import ModelSpec
 from edgetl.verify import Predictor, spec_layout_module
@@ -33,76 +37,117 @@ class OnnxExporter:
 
     format = "onnx"
     model_file = "model.onnx"
-    precisions = ("fp32",)
+    precisions = ("fp32", "int8")
 
-    def check_options(self, *, opset: int) -> None:
-        """Refuse an opset this exporter cannot write."""
+    def check_options(self, *, opset: int, precision: str = "fp32", spec: ModelSpec | None = None) -> None:
+        """Refuse an opset this exporter cannot write, and INT8 for image models (static INT8 needs calibration)."""
         if not MIN_OPSET <= opset <= MAX_OPSET:
             raise ConfigError(
                 f"ONNX opset {opset} is not supported", f"choose an opset from {MIN_OPSET} to {MAX_OPSET}"
             )
+        if precision == "int8" and spec is not None and not spec.is_text:
+            raise ConfigError(
+                "ONNX int8 is available for text models (dynamic quantization) only in this version",
+                "export image models as fp32; static INT8 with a calibration set comes with quantization",
+            )
 
-    def convert(self, model: Any, spec: ModelSpec, path: Path, *, opset: int = 18) -> None:
-        """Export ``model`` (eval mode, spec-layout float32 input) to ``path`` and check the result.
+    def convert(self, model: Any, spec: ModelSpec, path: Path, *, opset: int = 18, precision: str = "fp32") -> None:
+        """Export ``model`` (eval mode) to ``path`` at ``precision`` and check the result.
 
         Raises:
-            ExportError: Both exporters failed, or the file fails the ONNX checker.
+            ConfigError: An option this exporter cannot honour.
+            ExportError: Both exporters failed, the file fails the ONNX checker, or quantization failed.
         """
-        self.check_options(opset=opset)
-        module = spec_layout_module(model, spec).eval()
-        dummy = _dummy_input(spec)
+        self.check_options(opset=opset, precision=precision, spec=spec)
+        fp32_path = path if precision == "fp32" else path.with_name(f".{path.stem}.fp32.onnx")
+        module, dummy, axes = _module_and_inputs(model, spec)
         try:
-            _export_legacy(module, dummy, path, opset)
+            _export_legacy(module, dummy, fp32_path, opset, spec, axes)
         except Exception as exc:  # the legacy exporter is deprecated and may disappear
             log.warning("legacy ONNX exporter failed (%s); trying the dynamo exporter", exc)
-            _export_dynamo(module, dummy, path, opset)
-        check_onnx(path, opset)
-        log.info("wrote %s (%.2f MB, opset %d)", path.name, path.stat().st_size / 1e6, opset)
+            _export_dynamo(module, dummy, fp32_path, opset, spec, axes)
+        check_onnx(fp32_path, opset, spec)
+        if precision == "int8":
+            from edgetl.quantize import quantize_onnx_dynamic
+
+            try:
+                quantize_onnx_dynamic(fp32_path, path)
+            finally:
+                fp32_path.unlink(missing_ok=True)
+        log.info("wrote %s (%.2f MB, %s, opset %d)", path.name, path.stat().st_size / 1e6, precision, opset)
 
     def predictor(self, path: Path, threads: int | None = None) -> Predictor:
         """A callable running the exported file in ONNX Runtime."""
         return OrtEngine(path, threads=threads).run
 
 
-def _dummy_input(spec: ModelSpec) -> Any:
+def _module_and_inputs(model: Any, spec: ModelSpec) -> tuple[Any, tuple[Any, ...], dict[int, str]]:
+    """The module to trace (positional inputs), example inputs, and each input's dynamic axes."""
     import torch
 
+    rng = np.random.default_rng(0)
+    if spec.is_text:
+        module = text_inputs_module(model).eval()  # eval before tracing: a fresh wrapper is in train mode
+        ids = torch.from_numpy(rng.integers(1000, 2000, (_DUMMY_BATCH, 16), dtype=np.int64))
+        mask = torch.ones_like(ids)
+        mask[1, 11:] = 0  # a padded row, so the mask's path is traced with real values
+        return module, (ids, mask), {0: "batch", 1: "sequence"}
     height, width = spec.input_size
     shape = (_DUMMY_BATCH, 3, height, width) if spec.layout == "NCHW" else (_DUMMY_BATCH, height, width, 3)
-    return torch.from_numpy(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    dummy = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+    return spec_layout_module(model, spec).eval(), (dummy,), {0: "batch"}
 
 
-def _export_legacy(module: Any, dummy: Any, path: Path, opset: int) -> None:
+def text_inputs_module(model: Any) -> Any:
+    """``model`` (a text classifier taking a dict) with positional ``input_ids, attention_mask`` inputs."""
     import torch
 
+    class TextInputs(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.inner({"input_ids": input_ids, "attention_mask": attention_mask})
+
+    return TextInputs(model)
+
+
+def _export_legacy(module: Any, dummy: tuple[Any, ...], path: Path, opset: int, spec: ModelSpec,
+                   axes: dict[int, str]) -> None:
+    import torch
+
+    names = input_names(spec)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message=".*feature will be removed.*")
         torch.onnx.export(
             module,
-            (dummy,),
+            dummy,
             str(path),
-            input_names=[INPUT_NAME],
+            input_names=names,
             output_names=[OUTPUT_NAME],
             opset_version=opset,
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            dynamic_axes={**dict.fromkeys(names, axes), OUTPUT_NAME: {0: "batch"}},
             do_constant_folding=True,
             dynamo=False,
         )
 
 
-def _export_dynamo(module: Any, dummy: Any, path: Path, opset: int) -> None:
+def _export_dynamo(module: Any, dummy: tuple[Any, ...], path: Path, opset: int, spec: ModelSpec,
+                   axes: dict[int, str]) -> None:
     import torch
 
+    dims = {i: torch.export.Dim(name, min=1 if name == "batch" else 2) for i, name in axes.items()}
     try:
         torch.onnx.export(
             module,
-            (dummy,),
+            dummy,
             str(path),
-            input_names=[INPUT_NAME],
+            input_names=input_names(spec),
             output_names=[OUTPUT_NAME],
             opset_version=opset,
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            dynamic_shapes=tuple(dims for _ in dummy),
             external_data=False,
             dynamo=True,
             verbose=False,
@@ -114,8 +159,8 @@ def _export_dynamo(module: Any, dummy: Any, path: Path, opset: int) -> None:
         ) from exc
 
 
-def check_onnx(path: Path, opset: int) -> None:
-    """Run the ONNX checker and confirm one file, the opset, the I/O names and a dynamic batch axis.
+def check_onnx(path: Path, opset: int, spec: ModelSpec) -> None:
+    """Run the ONNX checker and confirm one file, the opset, the I/O names and the dynamic axes.
 
     Raises:
         ExportError: Naming what is wrong.
@@ -127,13 +172,13 @@ def check_onnx(path: Path, opset: int) -> None:
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"the exported ONNX file fails the checker: {exc}", "report the backbone") from None
     model = onnx.load(str(path), load_external_data=False)
-    problems = _graph_problems(model, opset)
+    problems = _graph_problems(model, opset, spec)
     if problems:
         message = "the exported ONNX file is not as expected: " + "; ".join(problems)
         raise ExportError(message, "report the backbone")
 
 
-def _graph_problems(model: Any, opset: int) -> list[str]:
+def _graph_problems(model: Any, opset: int, spec: ModelSpec) -> list[str]:
     from onnx.external_data_helper import uses_external_data
 
     problems = []
@@ -142,12 +187,15 @@ def _graph_problems(model: Any, opset: int) -> list[str]:
         problems.append(f"opset {version}, expected {opset}")
     if any(uses_external_data(t) for t in model.graph.initializer):
         problems.append("weights stored as external data")
-    io = [("input", model.graph.input, INPUT_NAME), ("output", model.graph.output, OUTPUT_NAME)]
-    for kind, values, name in io:
-        if [v.name for v in values] != [name]:
-            problems.append(f"{kind}s {[v.name for v in values]}, expected [{name!r}]")
-        elif values[0].type.tensor_type.shape.dim[0].HasField("dim_value"):
-            problems.append(f"{kind} batch axis is fixed, not dynamic")
+    dynamic = 2 if spec.is_text else 1  # batch (and sequence) axes
+    io = [("input", model.graph.input, input_names(spec), dynamic), ("output", model.graph.output, [OUTPUT_NAME], 1)]
+    for kind, values, names, n_dynamic in io:
+        if [v.name for v in values] != names:
+            problems.append(f"{kind}s {[v.name for v in values]}, expected {names}")
+            continue
+        for value in values:
+            if any(d.HasField("dim_value") for d in value.type.tensor_type.shape.dim[:n_dynamic]):
+                problems.append(f"{kind} {value.name!r} has a fixed axis where a dynamic one is expected")
     return problems
 
 

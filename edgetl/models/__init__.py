@@ -24,9 +24,7 @@ from edgetl.models.text import (
     TextClassifier,
     build_text_classifier,
     describe_text_backbones,
-    load_tokenizer,
     resolve_text_model,
-    tokenize,
 )
 from edgetl.models.weights import (
     WeightsInfo,
@@ -36,6 +34,7 @@ from edgetl.models.weights import (
     read_state_dict,
     resolve_weights,
 )
+from edgetl.runtime.text import load_tokenizer, tokenize
 
 __all__ = [
     "BACKBONES",

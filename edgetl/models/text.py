@@ -12,12 +12,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -25,9 +24,6 @@ from edgetl.errors import ConfigError, WeightsError
 from edgetl.models.classifier import ClassifierHead
 from edgetl.models.weights import WeightsInfo, download_allowed
 from edgetl.registry import Registry
-
-if TYPE_CHECKING:
-    from tokenizers import Tokenizer
 
 Batch = Mapping[str, torch.Tensor]
 DEFAULT_MAX_LENGTH = 128
@@ -348,62 +344,6 @@ def build_text_classifier(
         info = WeightsInfo("random", False, None, f"random init for {defn.name} (pretrained=False was asked)")
     model = TextClassifier(backbone, ClassifierHead(backbone.num_features, num_classes, **head_args))
     return model.train(), info, folder
-
-
-def load_tokenizer(folder: Path) -> Tokenizer:
-    """The fast tokenizer in ``folder/tokenizer.json``, padding to the longest text of each batch (no truncation).
-
-    Raises:
-        WeightsError: ``tokenizer.json`` is missing or unreadable, or has no padding token.
-    """
-    from tokenizers import Tokenizer
-
-    path = Path(folder) / "tokenizer.json"
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as exc:  # tokenizers raises plain Exception
-        raise WeightsError(f"cannot read tokenizer {path}: {exc}", _FOLDER_HINT) from None
-    pad_token = (tokenizer.padding or {}).get("pad_token") or "[PAD]"
-    pad_id = tokenizer.token_to_id(pad_token)
-    if pad_id is None:
-        raise WeightsError(f"tokenizer {path} has no padding token {pad_token!r}", "add padding to tokenizer.json")
-    tokenizer.no_truncation()
-    tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
-    return tokenizer
-
-
-def tokenize(
-    tokenizer: Tokenizer, texts: Sequence[str], max_length: int, *, token_type_ids: bool = False
-) -> tuple[dict[str, np.ndarray], int]:
-    """Tokenize with truncation to ``max_length`` and padding to the longest text in the batch.
-
-    Args:
-        tokenizer: From :func:`load_tokenizer` (its padding is used; truncation is set here).
-        texts: The texts.
-        max_length: Longest sequence, special tokens included.
-        token_type_ids: Also return ``token_type_ids`` (zeros for single texts, which BERT assumes anyway).
-
-    Returns:
-        int64 ``(N, L <= max_length)`` arrays by input name, and how many texts were truncated.
-
-    Raises:
-        ConfigError: ``max_length`` is below 2 or the tokenizer does not pad.
-    """
-    if max_length < 2:
-        raise ConfigError(f"max_length must be at least 2, got {max_length}", "use e.g. 128")
-    if tokenizer.padding is None:
-        raise ConfigError("the tokenizer does not pad", "load it with edgetl.models.text.load_tokenizer")
-    if (tokenizer.truncation or {}).get("max_length") != max_length:
-        tokenizer.enable_truncation(max_length)
-    encodings = tokenizer.encode_batch(list(texts))
-    rows = len(encodings)
-    fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
-    arrays = {
-        key: np.array([getattr(e, attr) for e in encodings], dtype=np.int64).reshape(rows, -1 if rows else 0)
-        for key, attr in fields.items()
-        if token_type_ids or key != "token_type_ids"
-    }
-    return arrays, sum(1 for e in encodings if e.overflowing)
 
 
 def count_encoder_params(config: dict[str, Any]) -> int:

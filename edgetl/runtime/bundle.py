@@ -1,11 +1,13 @@
 """Load an exported bundle (a folder with ``edgetl.json`` and a model file) and predict with it.
 
-Numpy, Pillow and the bundle's engine only: no torch, so an app or a device can use this alone::
+Numpy, Pillow, ``tokenizers`` (text bundles) and the bundle's engine only: no torch, no transformers,
+so an app or a device can use this alone::
 
     from edgetl.runtime import Bundle
 
     bundle = Bundle.load("bundles/flowers-onnx")
     bundle.predict("daisy.jpg", top_k=3)   # [Prediction(label='daisy', score=0.93), ...]
+    Bundle.load("bundles/reviews-int8").predict(["a gem", "two hours I will never get back"])
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.errors import ConfigError, RunFolderError
-from edgetl.runtime.engines import Engine, create_engine
+from edgetl.errors import ConfigError, DataError, RunFolderError
+from edgetl.runtime.engines import Engine, Inputs, create_engine
 from edgetl.runtime.preprocess import ImageLike, preprocess_batch
+from edgetl.runtime.text import TOKENIZER_FILE, load_tokenizer, tokenize
 from edgetl.spec import ModelSpec
+
+#: What a bundle predicts on: images (paths, PIL images, arrays) or, for text bundles, strings.
+Item = ImageLike | str
 
 MANIFEST_NAME = "edgetl.json"
 SCHEMA_VERSION = 1
@@ -52,12 +58,14 @@ class Manifest:
         data: The parsed JSON.
         spec: The model's input contract and labels.
         model_path: The model file, inside ``folder``.
+        tokenizer_path: Text bundles: the ``tokenizer.json`` inside ``folder``; None for images.
     """
 
     folder: Path
     data: dict[str, Any]
     spec: ModelSpec
     model_path: Path
+    tokenizer_path: Path | None = None
 
     @property
     def format(self) -> str:
@@ -73,7 +81,7 @@ def read_manifest(path: str | Path) -> Manifest:
 
     Raises:
         RunFolderError: The folder or manifest is missing or malformed, the format is unknown, or
-            ``model_file`` is missing or points outside the folder.
+            ``model_file`` (or a text bundle's tokenizer) is missing or points outside the folder.
     """
     folder = Path(path)
     if folder.name == MANIFEST_NAME and folder.is_file():
@@ -81,7 +89,11 @@ def read_manifest(path: str | Path) -> Manifest:
     data = _load_json(folder / MANIFEST_NAME)
     _check_keys(data, folder)
     spec = ModelSpec.from_dict(data["spec"])
-    return Manifest(folder=folder, data=data, spec=spec, model_path=_model_path(folder, data["model_file"]))
+    model_path = _inside(folder, data["model_file"], "model_file", "model.onnx")
+    tokenizer_path = None
+    if spec.is_text:
+        tokenizer_path = _inside(folder, f"{spec.tokenizer}/{TOKENIZER_FILE}", "spec.tokenizer", "tokenizer")
+    return Manifest(folder=folder, data=data, spec=spec, model_path=model_path, tokenizer_path=tokenizer_path)
 
 
 def _load_json(file: Path) -> dict[str, Any]:
@@ -114,22 +126,22 @@ def _check_keys(data: dict[str, Any], folder: Path) -> None:
         raise RunFolderError(f"{where}: unknown format {data['format']!r}", f"this runtime reads: {known}")
 
 
-def _model_path(folder: Path, model_file: Any) -> Path:
-    """``folder / model_file``, refusing names that are absolute or climb out of ``folder``."""
+def _inside(folder: Path, name: Any, key: str, example: str) -> Path:
+    """``folder / name`` for the manifest entry ``key``, refusing names that are absolute or climb out."""
     where = folder / MANIFEST_NAME
-    if not isinstance(model_file, str) or not model_file.strip():
-        raise RunFolderError(f"{where}: model_file must be a file name, got {model_file!r}", _FIX)
-    posix, windows = PurePosixPath(model_file), PureWindowsPath(model_file)
+    if not isinstance(name, str) or not name.strip():
+        raise RunFolderError(f"{where}: {key} must be a file name, got {name!r}", _FIX)
+    posix, windows = PurePosixPath(name), PureWindowsPath(name)
     escapes = posix.is_absolute() or windows.is_absolute() or bool(windows.drive) or ".." in windows.parts
-    candidate = (folder / model_file).resolve()
+    candidate = (folder / name).resolve()
     if escapes or not candidate.is_relative_to(folder.resolve()):
         raise RunFolderError(
-            f"{where}: model_file {model_file!r} points outside the bundle folder",
-            "model_file must be a path relative to the bundle, e.g. model.onnx",
+            f"{where}: {key} {name!r} points outside the bundle folder",
+            f"{key} must be a path relative to the bundle, e.g. {example}",
         )
     if not candidate.is_file():
-        raise RunFolderError(f"model file {model_file!r} is missing from {folder}", _FIX)
-    return folder / model_file
+        raise RunFolderError(f"{name!r} ({key}) is missing from {folder}", _FIX)
+    return folder / name
 
 
 class Bundle:
@@ -143,6 +155,7 @@ class Bundle:
         spec: Input contract and labels.
         model_path: The model file.
         engine: The engine running the model.
+        tokenizer: Text bundles: the ``tokenizers.Tokenizer`` from the bundle; None for images.
     """
 
     def __init__(self, manifest: Manifest, engine: Engine) -> None:
@@ -151,6 +164,7 @@ class Bundle:
         self.spec = manifest.spec
         self.model_path = manifest.model_path
         self.engine = engine
+        self.tokenizer = load_tokenizer(manifest.tokenizer_path) if manifest.tokenizer_path else None
 
     def __repr__(self) -> str:
         fmt = self.manifest["format"]
@@ -171,30 +185,42 @@ class Bundle:
         engine = create_engine(FORMAT_ENGINES[manifest.format], manifest.model_path, threads=threads)
         return cls(manifest, engine)
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        """Raw logits for a preprocessed float32 batch in the spec's layout."""
-        return self.engine.run(batch)
+    def logits(self, inputs: Inputs) -> np.ndarray:
+        """Raw logits for preprocessed inputs: a float32 image batch, or token arrays by name (text)."""
+        return self.engine.run(inputs)
 
-    def preprocess(self, items: list[ImageLike]) -> np.ndarray:
-        """Images (paths, PIL images or arrays) as one input batch, per the bundle's spec."""
-        return preprocess_batch(items, self.spec)
+    def preprocess(self, items: list[Item]) -> Inputs:
+        """Model inputs for a list of items, per the bundle's spec.
+
+        Images (paths, PIL images or arrays) become one float32 batch; texts become ``input_ids`` and
+        ``attention_mask`` (truncated to the spec's ``max_length``, padded to the longest text).
+
+        Raises:
+            DataError: An image cannot be read, or a text bundle got something other than strings.
+        """
+        if self.tokenizer is None:
+            return preprocess_batch(items, self.spec)
+        bad = next((item for item in items if not isinstance(item, str)), None)
+        if bad is not None:
+            raise DataError(f"a text bundle classifies strings, got {type(bad).__name__}", "pass str or a list of str")
+        return tokenize(self.tokenizer, items, self.spec.max_length)[0]
 
     def predict(
-        self, items: ImageLike | list[ImageLike], top_k: int = 1, batch_size: int = 32
+        self, items: Item | list[Item], top_k: int = 1, batch_size: int = 32
     ) -> list[Prediction] | list[list[Prediction]]:
-        """Classify one image or a list of images.
+        """Classify one item or a list of items (images for image bundles, strings for text bundles).
 
         Args:
-            items: A path, PIL image or numpy array, or a list (or tuple) of them.
-            top_k: How many classes to return per image, best first.
-            batch_size: Images per engine call for a list.
+            items: A path, PIL image or numpy array (or a string, for text), or a list (or tuple) of them.
+            top_k: How many classes to return per item, best first.
+            batch_size: Items per engine call for a list.
 
         Returns:
-            For one image a list of ``top_k`` :class:`Prediction`; for a list, one such list per image.
+            For one item a list of ``top_k`` :class:`Prediction`; for a list, one such list per item.
 
         Raises:
             ConfigError: ``top_k`` is not between 1 and the number of classes.
-            DataError: An image cannot be read.
+            DataError: An image cannot be read, or a text bundle got something other than strings.
         """
         self._check_top_k(top_k)
         single = not isinstance(items, (list, tuple))

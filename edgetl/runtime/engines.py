@@ -1,7 +1,8 @@
 """Inference engines the torch-free runtime can drive: one class per engine, registered by name.
 
-Every engine takes a model file (and an optional thread count) and maps a float32 batch in the
-bundle's input layout to a float32 logits array. The engine's library is imported only when an
+Every engine takes a model file (and an optional thread count) and maps model inputs to a float32
+logits array: an image model's one float32 batch in the bundle's input layout, or a text model's
+int64 token arrays by input name (``input_ids``, ``attention_mask``). The engine's library is imported only when an
 engine is created, so importing :mod:`edgetl.runtime` stays cheap.
 """
 
@@ -19,14 +20,15 @@ from edgetl.registry import Registry
 
 log = logging.getLogger("edgetl")
 
+#: Model inputs: one array for a single-input model, or arrays by input name.
+Inputs = np.ndarray | dict[str, np.ndarray]
+
 
 class Engine(Protocol):
     """What :class:`~edgetl.runtime.bundle.Bundle` needs from an engine."""
 
-    input_name: str
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Logits for a float32 batch in the model's input layout."""
+    def run(self, inputs: Inputs) -> np.ndarray:
+        """Logits for a float32 image batch, or for token arrays by input name."""
         ...
 
 
@@ -61,36 +63,54 @@ class OrtEngine:
         self.model_path = Path(model_path)
         self.threads = threads
         self.session = _open_session(self.model_path, threads)
-        first_input = self.session.get_inputs()[0]
-        self.input_name: str = first_input.name
-        self.input_shape: list[Any] = list(first_input.shape)
+        #: Each input's name -> (shape with ``str`` for dynamic axes, numpy dtype).
+        self.inputs: dict[str, tuple[list[Any], np.dtype]] = {
+            i.name: (list(i.shape), _NUMPY_TYPES.get(i.type, np.float32)) for i in self.session.get_inputs()
+        }
         self.output_name: str = self.session.get_outputs()[0].name
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Logits for ``batch`` (converted to contiguous float32).
+    @property
+    def input_name(self) -> str:
+        """The first input's name (the only one of an image model)."""
+        return next(iter(self.inputs))
+
+    def run(self, inputs: Inputs) -> np.ndarray:
+        """Logits for ``inputs``: one array (single-input models) or arrays by input name.
+
+        Arrays are converted to the model's dtypes; names the model does not take are ignored.
 
         Raises:
-            DataError: The batch does not have the model's input rank or fixed dimensions.
+            DataError: An input is missing, or an array does not have the model's rank or fixed dimensions.
         """
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        self._check_shape(batch.shape)
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
-
-    def _check_shape(self, shape: tuple[int, ...]) -> None:
-        expected = self.input_shape
-        fits = len(shape) == len(expected) and all(
-            not isinstance(want, int) or want == got for want, got in zip(expected, shape, strict=True)
-        )
-        if not fits:
-            raise DataError(
-                f"input of shape {tuple(shape)} does not fit the model input {expected}",
-                "preprocess images with the bundle's spec (Bundle.predict does it for you)",
-            )
+        named = inputs if isinstance(inputs, dict) else {self.input_name: inputs}
+        missing = [name for name in self.inputs if name not in named]
+        if missing:
+            raise DataError(f"the model needs inputs {list(self.inputs)}; missing {missing}",
+                            "tokenize texts with the bundle (Bundle.predict does it for you)")
+        feeds = {}
+        for name, (shape, dtype) in self.inputs.items():
+            feeds[name] = np.ascontiguousarray(named[name], dtype=dtype)
+            _check_shape(name, feeds[name].shape, shape)
+        return self.session.run([self.output_name], feeds)[0]
 
     @staticmethod
     def version() -> str:
         """The installed onnxruntime version."""
         return importlib.metadata.version("onnxruntime")
+
+
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def _check_shape(name: str, shape: tuple[int, ...], expected: list[Any]) -> None:
+    fits = len(shape) == len(expected) and all(
+        not isinstance(want, int) or want == got for want, got in zip(expected, shape, strict=True)
+    )
+    if not fits:
+        raise DataError(
+            f"input {name!r} of shape {tuple(shape)} does not fit the model input {expected}",
+            "preprocess inputs with the bundle's spec (Bundle.predict does it for you)",
+        )
 
 
 def _open_session(model_path: Path, threads: int | None) -> Any:

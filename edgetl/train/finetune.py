@@ -272,7 +272,11 @@ def _final_metrics(task: Task, built: Built, data: Any, cfg: FinetuneConfig, sta
 
 
 def _baselines(task: Task, cfg: FinetuneConfig, data: Any) -> dict:
-    """What transfer bought: the same backbone from random init, and a linear model on the raw input."""
+    """What transfer bought: a linear model on the raw input and, where the task says it is worth the
+    time (images), the same backbone trained from random init."""
+    if not task.scratch_baseline:
+        log.info("baseline: linear model on the raw input")
+        return {"linear": task.linear_baseline(data, cfg)}
     scratch_cfg = FinetuneConfig.from_dict(cfg.to_dict())
     scratch_cfg.model.weights, scratch_cfg.train.baseline = None, False
     # random weights are only worth something when every layer trains

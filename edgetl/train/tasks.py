@@ -42,6 +42,7 @@ class Task(Protocol):
     """One kind of input (images, text)."""
 
     name: str
+    scratch_baseline: bool  # whether --baseline also trains the backbone from random init
 
     def check_backbone(self, name: str) -> None: ...
     def load_data(self, cfg: FinetuneConfig) -> Any: ...
@@ -64,6 +65,7 @@ class ImageTask:
     """Image folders / embedded image datasets, CNN backbones, the spec's preprocessing."""
 
     name = "image"
+    scratch_baseline = True
 
     def check_backbone(self, name: str) -> None:
         from edgetl.models import BACKBONES
@@ -125,7 +127,7 @@ class TextCollate:
         self.tokenizer, self.max_length = tokenizer, max_length
 
     def __call__(self, items: list[tuple[str, int]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        from edgetl.models.text import tokenize
+        from edgetl.runtime.text import tokenize
 
         texts, labels = zip(*items, strict=True)
         arrays, _ = tokenize(self.tokenizer, list(texts), self.max_length)
@@ -136,6 +138,9 @@ class TextTask:
     """CSV/TSV/JSONL/class-folder text datasets, Hugging Face encoders, a tokenizer in the spec."""
 
     name = "text"
+    #: A transformer from random init on a few thousand sentences costs a full training run and only
+    #: shows what everyone knows; the TF-IDF model is the baseline that matters.
+    scratch_baseline = False
 
     def check_backbone(self, name: str) -> None:
         from edgetl.models.text import TEXT_BACKBONES
@@ -153,7 +158,8 @@ class TextTask:
                               limit_per_class=d.limit_per_class, strict=d.strict)
 
     def build(self, cfg: FinetuneConfig, classes: list[str], pretrained: bool | None = None) -> Built:
-        from edgetl.models.text import build_text_classifier, load_tokenizer
+        from edgetl.models.text import build_text_classifier
+        from edgetl.runtime.text import load_tokenizer
 
         m = cfg.model
         model, weights, folder = build_text_classifier(
@@ -173,7 +179,7 @@ class TextTask:
 
     @staticmethod
     def _log_truncation(samples: Any, built: Built) -> None:
-        from edgetl.models.text import tokenize
+        from edgetl.runtime.text import tokenize
 
         _, truncated = tokenize(built.extras["tokenizer"], list(samples.texts), built.spec.max_length)
         if truncated:
