@@ -177,3 +177,24 @@ def test_text_benchmark_sweeps_lengths_and_times_raw_strings(int8_bundle: Path) 
     given = bench_bundle(int8_bundle, TINY, seq_lengths=[16], batch_sizes=[1], text="short", progress=False)
     assert given["input"] == {"kind": "text", "source": "given", "chars": 5, "tokens": 3}
     assert [(r["batch"], r["seq_len"]) for r in given["rows"]] == [(1, 16)]
+
+
+@pytest.mark.slow
+def test_cli_benches_a_text_bundle_and_refuses_image_int8(int8_bundle: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from edgetl.cli import main
+
+    out = tmp_path / "bench.json"
+    args = ["bench", str(int8_bundle), "--engine", "onnxruntime", "--threads", "1", "--batch", "1",
+            "--seq-len", "16", "--text", "a quiet, lovely film", "--json", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert " seq " in result.output and "raw string" in result.output
+    saved = read_json(out)
+    assert saved["input"]["source"] == "given" and saved["schema_version"] == 2
+    assert [(r["batch"], r["seq_len"], r["status"]) for r in saved["rows"]] == [(1, 16, "ok")]
+    result = CliRunner().invoke(main, ["export", str(make_run(tmp_path / "img")), "--precision", "int8",
+                                       "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "text models" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "b").exists()
