@@ -1,6 +1,7 @@
 """Bench engines: what the benchmark can run a bundle's model on, registered by name.
 
-``onnxruntime`` times the bundle's own model file through :class:`edgetl.runtime.OrtEngine`.
+``onnxruntime``, ``openvino`` and ``ai-edge-litert`` time the bundle's own model file through the runtime
+engine of the same name (:mod:`edgetl.runtime.engines`), each on the bundle format it runs.
 ``torch`` times the PyTorch model the bundle was exported from (eager, ``inference_mode``): it loads
 the run folder named in the bundle's provenance, so it is skipped, not failed, when that folder is gone.
 Each engine imports its library only in :meth:`import_backend`/:meth:`load`.
@@ -66,26 +67,33 @@ def _import(package: str) -> None:
         raise EngineSkipped(f"{package} is not installed ({exc})") from None
 
 
-class OrtBench:
-    """The bundle's ONNX model in ONNX Runtime (CPU)."""
+class RuntimeBench:
+    """The bundle's own model file in one of the runtime's engines (what an app would run).
 
-    name = "onnxruntime"
-    package = "onnxruntime"
+    Args:
+        name: The runtime engine's registered name (also this bench engine's name).
+        fmt: The bundle format it runs.
+        package: The pip package providing it (reported with its version).
+        module: The module imported to time the library's import.
+    """
+
+    def __init__(self, name: str, fmt: str, package: str, module: str) -> None:
+        self.name, self.format, self.package, self.module = name, fmt, package, module
 
     def check(self, manifest: Manifest) -> None:
-        """Only ONNX bundles."""
-        if manifest.format != "onnx":
-            raise EngineSkipped(f"runs onnx bundles, not {manifest.format}")
+        """Only bundles of this engine's format."""
+        if manifest.format != self.format:
+            raise EngineSkipped(f"runs {self.format} bundles, not {manifest.format}")
 
     def import_backend(self, manifest: Manifest) -> None:
-        """Import onnxruntime."""
-        _import(self.package)
+        """Import the engine's library."""
+        _import(self.module)
 
     def load(self, manifest: Manifest, threads: int) -> LoadedEngine:
-        """An ONNX Runtime session on the bundle's model file."""
-        from edgetl.runtime.engines import OrtEngine
+        """The runtime engine on the bundle's model file."""
+        from edgetl.runtime.engines import create_engine
 
-        return LoadedEngine(OrtEngine(manifest.model_path, threads=threads).run)
+        return LoadedEngine(create_engine(self.name, manifest.model_path, threads=threads).run)
 
 
 class TorchBench:
@@ -125,5 +133,10 @@ class TorchBench:
 
 #: Bench engines by name.
 BENCH_ENGINES: Registry[BenchEngine] = Registry("bench engine")
-BENCH_ENGINES.add(OrtBench.name, OrtBench())
-BENCH_ENGINES.add(TorchBench.name, TorchBench())
+for _engine in (
+    RuntimeBench("onnxruntime", "onnx", "onnxruntime", "onnxruntime"),
+    RuntimeBench("openvino", "openvino", "openvino", "openvino"),
+    RuntimeBench("ai-edge-litert", "tflite", "ai-edge-litert", "ai_edge_litert.interpreter"),
+    TorchBench(),
+):
+    BENCH_ENGINES.add(_engine.name, _engine)

@@ -1,9 +1,8 @@
 """Export front end: run folder -> verified bundle, dispatching to one module per format.
 
-Each format module (``edgetl.export.onnx``...) exposes ``EXPORTER`` with ``format``, ``model_file``,
-``precisions``, ``check_options(opset=..., precision=..., spec=...)``, ``convert(model, spec, path,
-opset=..., precision=...)`` and ``predictor(path)``; only that module imports the format's libraries,
-and only when it is used. Text bundles also carry the tokenizer files (``tokenizer/``).
+Each format module (``edgetl.export.onnx``, ``.openvino``, ``.tflite``) exposes ``EXPORTER`` following
+:class:`Exporter`; only that module imports the format's libraries, and only when it is used. Text
+bundles also carry the tokenizer files (``tokenizer/``).
 """
 
 from __future__ import annotations
@@ -28,7 +27,14 @@ log = logging.getLogger("edgetl")
 
 
 class Exporter(Protocol):
-    """The contract of a format module's ``EXPORTER``."""
+    """The contract of a format module's ``EXPORTER``.
+
+    Attributes:
+        format: The format's name (``onnx``, ``openvino``, ``tflite``), as in ``edgetl.json``.
+        model_file: The main model file's name in the bundle (``model.onnx``, ``model.xml``...); other
+            files the format needs (``model.bin``) are written beside it.
+        precisions: The precisions it can write.
+    """
 
     format: str
     model_file: str
@@ -38,8 +44,19 @@ class Exporter(Protocol):
         """Raise ConfigError for options the format cannot honour (for this model, when ``spec`` is given)."""
         ...
 
-    def convert(self, model: Any, spec: ModelSpec, path: Path, *, opset: int, precision: str) -> None:
-        """Write the artifact for ``model`` to ``path``."""
+    def bundle_spec(self, spec: ModelSpec) -> ModelSpec:
+        """The spec the artifact's inputs follow (e.g. NHWC for TFLite images); ``spec`` when unchanged."""
+        ...
+
+    def convert(
+        self, model: Any, spec: ModelSpec, path: Path, *, opset: int, precision: str
+    ) -> dict[str, Any] | None:
+        """Write the artifact for ``model`` (inputs per ``spec``, the bundle spec) to ``path``.
+
+        Returns:
+            Format-specific facts for ``edgetl.json``'s ``artifact`` entry (route used, fixed sequence
+            lengths...), or None.
+        """
         ...
 
     def predictor(self, path: Path) -> Predictor:
@@ -50,6 +67,8 @@ class Exporter(Protocol):
 #: Export formats -> the module that implements them (imported on first use).
 EXPORTERS: Registry[str] = Registry("export format")
 EXPORTERS.add("onnx", "edgetl.export.onnx")
+EXPORTERS.add("openvino", "edgetl.export.openvino")
+EXPORTERS.add("tflite", "edgetl.export.tflite")
 #: Files of a run's tokenizer folder that a text bundle carries (the encoder's config and weights stay behind).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
@@ -112,18 +131,20 @@ def export(
     out = check_out_dir(out if out is not None else default_out(run_dir, fmt, precision), overwrite)
     run = load_run(run_dir)
     exporter.check_options(opset=opset, precision=precision, spec=run.spec)
+    spec = exporter.bundle_spec(run.spec)
     with staged_dir(out, overwrite) as stage:
-        if run.spec.is_text:
+        if spec.is_text:
             _copy_tokenizer(run, stage)
         model_path = stage / exporter.model_file
         model = run.model()
-        exporter.convert(model, run.spec, model_path, opset=opset, precision=precision)
+        artifact_info = exporter.convert(model, spec, model_path, opset=opset, precision=precision)
         verification = None
         if verify:
             artifact = exporter.predictor(model_path)
-            verification = _verify(run, model, artifact, stage, verify_limit, limits, progress, precision)
-        write_manifest(stage, fmt=fmt, precision=precision, model_file=exporter.model_file, spec=run.spec,
-                       verification=verification, provenance=provenance(run, model_path))
+            verification = _verify(run, spec, model, artifact, stage, verify_limit, limits, progress, precision)
+        write_manifest(stage, fmt=fmt, precision=precision, model_file=exporter.model_file, spec=spec,
+                       verification=verification, provenance=provenance(run, stage, model_path),
+                       artifact=artifact_info)
     log.info("bundle written to %s", out)
     return out
 
@@ -167,8 +188,8 @@ _QUANTIZED_HINT = ("the export is refused: {precision} loses too much on this mo
 
 
 def _verify(
-    run: Run, model: Any, artifact: Predictor, bundle: Path, limit: int | None, limits: ParityLimits,
-    progress: bool, precision: str,
+    run: Run, spec: ModelSpec, model: Any, artifact: Predictor, bundle: Path, limit: int | None,
+    limits: ParityLimits, progress: bool, precision: str,
 ) -> dict[str, Any]:
     """Parity of ``artifact`` vs the torch model on the run's test split; raises ParityError on failure.
 
@@ -176,13 +197,13 @@ def _verify(
     """
     samples = _test_split(run)
     tokenizer = None
-    if run.spec.is_text:
+    if spec.is_text:
         from edgetl.runtime.text import load_tokenizer
 
-        tokenizer = load_tokenizer(bundle / run.spec.tokenizer)
-    report = verify_samples(torch_reference(model, run.spec), artifact, samples, run.spec,
+        tokenizer = load_tokenizer(bundle / spec.tokenizer)
+    report = verify_samples(torch_reference(model, spec), artifact, samples, spec,
                             limit=limit, progress=progress, tokenizer=tokenizer)
-    what = "texts" if run.spec.is_text else "images"
+    what = "texts" if spec.is_text else "images"
     log.info("parity on %d test %s: max |diff| %.2e, top-1 agreement %.2f%%, accuracy %.2f%% "
              "(torch %.2f%%)", report.n, what, report.max_abs_diff, 100 * report.top1_agreement,
              100 * report.artifact_accuracy, 100 * report.reference_accuracy)

@@ -56,12 +56,14 @@ def text_contract(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
-def provenance(run: Run, model_path: Path) -> dict[str, Any]:
-    """Where the bundle came from: run folder, its fingerprint, the model file's hash, version, time."""
+def provenance(run: Run, folder: Path, model_path: Path) -> dict[str, Any]:
+    """Where the bundle came from: run folder and fingerprint, the hash of every file, version, time."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
     return {
         "run_dir": str(Path(run.path).resolve()),
         "run_fingerprint": run.fingerprint(),
         "model_sha256": sha256_file(model_path),
+        "files_sha256": {p.relative_to(folder).as_posix(): sha256_file(p) for p in files},
         "edgetl_version": __version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
@@ -76,6 +78,7 @@ def write_manifest(
     spec: ModelSpec,
     verification: dict[str, Any] | None,
     provenance: dict[str, Any],
+    artifact: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``folder/edgetl.json`` and return its path.
 
@@ -87,6 +90,7 @@ def write_manifest(
         spec: The model's input contract and labels.
         verification: Parity figures and the limits they passed, or ``None`` when not verified.
         provenance: See :func:`provenance`.
+        artifact: Format-specific facts from the exporter (route, fixed sequence lengths...), or None.
     """
     inputs, outputs = describe_io(spec)
     manifest = {
@@ -98,6 +102,7 @@ def write_manifest(
         "outputs": outputs,
         "spec": spec.to_dict(),
         **({"tokenizer": text_contract(spec)} if spec.is_text else {}),
+        **({"artifact": artifact} if artifact else {}),
         "verification": verification,
         "provenance": provenance,
     }

@@ -51,6 +51,10 @@ class OnnxExporter:
                 "export image models as fp32; static INT8 with a calibration set comes with quantization",
             )
 
+    def bundle_spec(self, spec: ModelSpec) -> ModelSpec:
+        """ONNX keeps the run's input layout."""
+        return spec
+
     def convert(self, model: Any, spec: ModelSpec, path: Path, *, opset: int = 18, precision: str = "fp32") -> None:
         """Export ``model`` (eval mode) to ``path`` at ``precision`` and check the result.
 

@@ -31,7 +31,7 @@ Item = ImageLike | str
 MANIFEST_NAME = "edgetl.json"
 SCHEMA_VERSION = 1
 #: Which runtime engine runs each bundle format.
-FORMAT_ENGINES = {"onnx": "onnxruntime"}
+FORMAT_ENGINES = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "ai-edge-litert"}
 REQUIRED_KEYS = ("schema_version", "format", "precision", "model_file", "spec")
 _FIX = "re-export the bundle with `edgetl export`"
 

@@ -2,12 +2,15 @@
 
 Every engine takes a model file (and an optional thread count) and maps model inputs to a float32
 logits array: an image model's one float32 batch in the bundle's input layout, or a text model's
-int64 token arrays by input name (``input_ids``, ``attention_mask``). The engine's library is imported only when an
+int64 token arrays by input name (``input_ids``, ``attention_mask``). Engines are registered as
+``"module:Class"`` paths and imported on first use, so each engine's module (``openvino_engine``,
+``tflite_engine``) imports its library alone. The engine's library is imported only when an
 engine is created, so importing :mod:`edgetl.runtime` stays cheap.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import logging
 from pathlib import Path
@@ -32,8 +35,11 @@ class Engine(Protocol):
         ...
 
 
-#: Engine classes by name; each is called as ``cls(model_path, threads=None)``.
-ENGINES: Registry[type] = Registry("runtime engine")
+#: Engine classes by name, as ``"module:Class"``; each is called as ``cls(model_path, threads=None)``.
+ENGINES: Registry[str] = Registry("runtime engine")
+ENGINES.add("onnxruntime", "edgetl.runtime.engines:OrtEngine")
+ENGINES.add("openvino", "edgetl.runtime.openvino_engine:OpenVINOEngine")
+ENGINES.add("ai-edge-litert", "edgetl.runtime.tflite_engine:TFLiteEngine")
 
 
 def check_threads(threads: int | None) -> None:
@@ -42,7 +48,6 @@ def check_threads(threads: int | None) -> None:
         raise ConfigError(f"threads must be a whole number >= 1, got {threads!r}", "omit it for the default")
 
 
-@ENGINES.register("onnxruntime")
 class OrtEngine:
     """An ONNX model in an ONNX Runtime CPU session.
 
@@ -133,10 +138,35 @@ def _open_session(model_path: Path, threads: int | None) -> Any:
         ) from None
 
 
+def engine_class(name: str) -> type:
+    """The class registered as ``name``, importing its module.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered (the known names are listed).
+    """
+    module, _, attr = ENGINES.get(name).partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def create_engine(name: str, model_path: str | Path, threads: int | None = None) -> Engine:
     """Create the engine registered as ``name`` on ``model_path``.
 
     Raises:
         UnknownNameError: ``name`` is not registered (the known names are listed).
+        RunFolderError: The engine's library is not installed (what to install is said), or the model
+            cannot be loaded.
     """
-    return ENGINES.get(name)(model_path, threads=threads)
+    return engine_class(name)(model_path, threads=threads)
+
+
+def require(module: str, package: str) -> Any:
+    """Import an engine's library, or say which package to install.
+
+    Raises:
+        RunFolderError: ``module`` cannot be imported.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise RunFolderError(f"this bundle needs {package}, which is not installed ({exc})",
+                             f"pip install {package}") from None
