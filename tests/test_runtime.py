@@ -105,7 +105,7 @@ def test_runtime_does_not_import_torch(bundle_dir: Path, image_path: Path) -> No
     [
         ("{not json", "not valid JSON"),
         ("[1, 2]", "must hold a JSON object"),
-        ('{"format": "onnx"}', "lacks schema_version, precision, model_file, spec"),
+        ('{"format": "onnx"}', r"schema_version is missing \(and 3 more problems\)"),
     ],
 )
 def test_nonsense_manifest_refused(bundle_dir: Path, tmp_path: Path, text: str, expected: str) -> None:
@@ -119,9 +119,15 @@ def test_nonsense_manifest_refused(bundle_dir: Path, tmp_path: Path, text: str, 
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"format": "tflite"}, "unknown format 'tflite'"),
+        ({"format": "caffe"}, 'format must be one of "onnx", "openvino", "tflite", got "caffe"'),
         ({"schema_version": 99}, "schema_version 99"),
-        ({"spec": {"labels": ["a"], "layout": "CHW"}}, "layout must be NCHW or NHWC"),
+        ({"schema_version": "1"}, 'schema_version must be integer, got "1"'),
+        ({"spec": {"labels": ["a"], "layout": "CHW"}}, 'spec.layout must be one of "NCHW", "NHWC"'),
+        ({"spec": {"labels": []}}, "spec.labels needs at least 1 items"),
+        ({"inputs": [{"name": "input", "shape": [1, 3], "dtype": "float"}]}, r"inputs\[0\].dtype must be one of"),
+        ({"verification": {"n": 3, "top1_agreement": 1.5, "reference_accuracy": 1, "artifact_accuracy": 1}},
+         "verification.top1_agreement must be <= 1"),
+        ({"extra_key": 1}, "extra_key is not a known key"),
         ({"model_file": "weights.onnx"}, "is missing"),
     ],
 )

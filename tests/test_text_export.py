@@ -198,3 +198,19 @@ def test_cli_benches_a_text_bundle_and_refuses_image_int8(int8_bundle: Path, tmp
                                        "--out", str(tmp_path / "b")])
     assert result.exit_code == 2 and "text models" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_cli_predict_texts_from_arguments_and_stdin(fp32_bundle: Path) -> None:
+    from click.testing import CliRunner
+
+    from edgetl.cli import main
+
+    args = CliRunner().invoke(main, ["predict", str(fp32_bundle), *REVIEWS[:2], "--json"])
+    assert args.exit_code == 0, args.output
+    rows = [json.loads(line) for line in args.output.splitlines()]
+    assert [r["input"] for r in rows] == REVIEWS[:2]
+    piped = CliRunner().invoke(main, ["predict", str(fp32_bundle), "--json"], input="\n".join(REVIEWS) + "\n\n")
+    assert [json.loads(line)["input"] for line in piped.output.splitlines()] == REVIEWS
+    piped_rows = [json.loads(line) for line in piped.output.splitlines()]
+    assert [r["predictions"] for r in rows] == [r["predictions"] for r in piped_rows[:2]]

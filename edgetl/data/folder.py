@@ -26,10 +26,10 @@ from edgetl.data.splits import (
     stratified_split,
 )
 from edgetl.errors import ConfigError, DataError
+from edgetl.runtime.preprocess import IMAGE_EXTENSIONS
 
 log = logging.getLogger("edgetl")
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 #: Split folder names (lower case) and the split each one stands for.
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 _LAYOUT_HINT = "arrange images as <root>/<class>/<image> or <root>/{train,val,test}/<class>/<image>"

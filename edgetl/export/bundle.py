@@ -50,7 +50,7 @@ def text_contract(spec: ModelSpec) -> dict[str, Any]:
         "file": f"{spec.tokenizer}/tokenizer.json",
         "library": "Hugging Face tokenizers (tokenizer.json); any port that reads it gives the same ids",
         "max_length": spec.max_length,
-        "truncation": f"longest first, to max_length ({spec.max_length}) tokens including special tokens",
+        "truncation": f"the end of a longer text is dropped: at most {spec.max_length} tokens, special tokens included",
         "padding": "right, to the longest text of the batch, with the tokenizer's pad id; attention_mask 0 there",
         "token_type_ids": "not an input: single texts use type 0",
     }

@@ -22,6 +22,7 @@ import numpy as np
 from edgetl.errors import ConfigError, DataError, RunFolderError
 from edgetl.runtime.engines import Engine, Inputs, create_engine
 from edgetl.runtime.preprocess import ImageLike, preprocess_batch
+from edgetl.runtime.schema import schema_errors
 from edgetl.runtime.text import TOKENIZER_FILE, load_tokenizer, tokenize
 from edgetl.spec import ModelSpec
 
@@ -32,7 +33,6 @@ MANIFEST_NAME = "edgetl.json"
 SCHEMA_VERSION = 1
 #: Which runtime engine runs each bundle format.
 FORMAT_ENGINES = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "ai-edge-litert"}
-REQUIRED_KEYS = ("schema_version", "format", "precision", "model_file", "spec")
 _FIX = "re-export the bundle with `edgetl export`"
 
 
@@ -109,21 +109,18 @@ def _load_json(file: Path) -> dict[str, Any]:
 
 
 def _check_keys(data: dict[str, Any], folder: Path) -> None:
+    """The schema version first (a newer edgetl's manifest may have keys this one does not know), then the schema."""
     where = folder / MANIFEST_NAME
-    missing = [key for key in REQUIRED_KEYS if key not in data]
-    if missing:
-        raise RunFolderError(f"{where} lacks {', '.join(missing)}", _FIX)
-    version = data["schema_version"]
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise RunFolderError(f"{where}: schema_version must be a positive integer, got {version!r}", _FIX)
-    if version > SCHEMA_VERSION:
+    version = data.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
         raise RunFolderError(
             f"{where} has schema_version {version}; this edgetl reads up to {SCHEMA_VERSION}",
             "upgrade edgetl",
         )
-    if data["format"] not in FORMAT_ENGINES:
-        known = ", ".join(sorted(FORMAT_ENGINES))
-        raise RunFolderError(f"{where}: unknown format {data['format']!r}", f"this runtime reads: {known}")
+    errors = schema_errors(data)
+    if errors:
+        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        raise RunFolderError(f"{where} is not a valid bundle manifest: {errors[0]}{more}", _FIX)
 
 
 def _inside(folder: Path, name: Any, key: str, example: str) -> Path:

@@ -16,6 +16,8 @@ from edgetl.errors import DataError
 from edgetl.spec import ModelSpec
 
 ImageLike = str | Path | Image.Image | np.ndarray
+#: File name endings read as images (any case), in datasets and by `edgetl predict` on a folder.
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 _FILTERS = {
     "nearest": Image.Resampling.NEAREST,
