@@ -9,7 +9,8 @@ import click
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", default="onnx", show_default=True, help="Artifact format.")
+@click.option("--format", "fmt", default="onnx", show_default=True,
+              help="onnx, openvino, tflite, or all (one verified bundle per format in OUT/<format>).")
 @click.option("--precision", default="fp32", show_default=True,
               help="fp32, or int8 for text models (ONNX Runtime dynamic quantization).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder to write.")
@@ -26,10 +27,18 @@ def command(run_dir: Path, fmt: str, precision: str, out: Path, overwrite: bool,
             opset: int, max_abs_diff: float | None, min_agreement: float | None,
             max_accuracy_drop: float | None) -> None:
     """Export RUN_DIR to a bundle, verify it against PyTorch on the test split, refuse it if it differs."""
-    from edgetl.cli.render import print_verification
-    from edgetl.export import export
+    from edgetl.cli.render import print_export_summary, print_verification
+    from edgetl.errors import ExportError
+    from edgetl.export import ALL_FORMATS, export, export_all
 
-    bundle = export(run_dir, fmt, out, precision=precision, overwrite=overwrite, verify_limit=verify_limit,
-                    opset=opset, max_abs_diff=max_abs_diff, min_agreement=min_agreement,
-                    max_accuracy_drop=max_accuracy_drop)
-    print_verification(bundle)
+    options = {"verify_limit": verify_limit, "opset": opset, "max_abs_diff": max_abs_diff,
+               "min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop}
+    if fmt != ALL_FORMATS:
+        print_verification(export(run_dir, fmt, out, precision=precision, overwrite=overwrite, **options))
+        return
+    results = export_all(run_dir, out, precision=precision, overwrite=overwrite, **options)
+    print_export_summary(results)
+    failed = [name for name, result in results.items() if not isinstance(result, Path)]
+    if failed:
+        raise ExportError(f"{len(failed)} of {len(results)} formats failed: {', '.join(failed)} (see above)",
+                          "the other bundles were written and verified")

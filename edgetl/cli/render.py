@@ -78,3 +78,23 @@ def print_verification(bundle: Path) -> None:
     table.add_row("accuracy drop (points)", f"{drop:.2f}", _limit(limits.get("max_accuracy_drop"), "<= {:g}"))
     console.print(table)
     console.print(f"bundle: [bold]{bundle}[/bold]")
+
+
+def print_export_summary(results: dict) -> None:
+    """One line per format of ``edgetl export --format all``: bundle, size, parity, accuracy, or the error."""
+    from edgetl.fsutil import read_json
+
+    table = Table(title="export --format all")
+    for name in ("format", "bundle", "MB", "max |diff|", "agreement", "accuracy", "status"):
+        table.add_column(name, justify="right" if name in ("MB", "max |diff|", "agreement", "accuracy") else "left")
+    for fmt, result in results.items():
+        if not isinstance(result, Path):
+            table.add_row(fmt, "-", "-", "-", "-", "-", f"[red]{result.one_line()}[/red]")
+            continue
+        manifest = read_json(result / "edgetl.json")
+        v = manifest["verification"] or {}
+        size = sum(p.stat().st_size for p in result.rglob("*") if p.is_file() and "tokenizer" not in p.parts)
+        table.add_row(fmt, str(result), f"{size / 1e6:.2f}", f"{v.get('max_abs_diff', float('nan')):.1e}",
+                      f"{v.get('top1_agreement', float('nan')):.2%}", f"{v.get('artifact_accuracy', float('nan')):.2%}",
+                      "[green]verified[/green]" if v else "not verified")
+    console.print(table)

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgetl.errors import ConfigError, DataError
+from edgetl.errors import ConfigError, DataError, EdgetlError
 from edgetl.export.bundle import provenance, write_manifest
 from edgetl.fsutil import check_out_dir, staged_dir
 from edgetl.registry import Registry
@@ -21,7 +21,7 @@ from edgetl.runfolder import Run, load_run
 from edgetl.spec import ModelSpec
 from edgetl.verify import ParityLimits, Predictor, check_parity, limits_for, torch_reference, verify_samples
 
-__all__ = ["EXPORTERS", "Exporter", "export", "get_exporter"]
+__all__ = ["ALL_FORMATS", "EXPORTERS", "Exporter", "export", "export_all", "get_exporter"]
 
 log = logging.getLogger("edgetl")
 
@@ -158,6 +158,45 @@ def _copy_tokenizer(run: Run, stage: Path) -> None:
     for name in TOKENIZER_FILES:
         if (source / name).is_file():
             shutil.copyfile(source / name, target / name)
+
+
+#: ``--format all`` means every registered format.
+ALL_FORMATS = "all"
+
+
+def export_all(
+    run_dir: str | Path, out: str | Path | None = None, *, precision: str = "fp32", overwrite: bool = False,
+    **options: Any,
+) -> dict[str, Path | EdgetlError]:
+    """Export to every registered format, each in ``out/<format>`` and each verified on its own.
+
+    A format that cannot take the model (or fails verification) does not stop the others: its entry in
+    the result is the error, and nothing is written for it.
+
+    Args:
+        run_dir: A run folder.
+        out: Parent folder; default ``bundles/<run folder name>-<precision>``.
+        precision: As for :func:`export`; formats that cannot write it report why.
+        overwrite: Replace non-empty ``out/<format>`` folders.
+        **options: Passed on to :func:`export` (``verify_limit``, ``opset``, limits, ``progress``).
+
+    Returns:
+        Format -> bundle folder, or the error that stopped that format.
+
+    Raises:
+        RunFolderError: ``run_dir`` is not a run folder (checked once, before any work).
+    """
+    load_run(run_dir)
+    out = Path(out) if out is not None else Path("bundles") / f"{Path(run_dir).resolve().name}-{precision}"
+    results: dict[str, Path | EdgetlError] = {}
+    for fmt in EXPORTERS.names():
+        log.info("export %d/%d: %s", len(results) + 1, len(EXPORTERS), fmt)
+        try:
+            results[fmt] = export(run_dir, fmt, out / fmt, precision=precision, overwrite=overwrite, **options)
+        except EdgetlError as exc:
+            log.warning("%s: %s", fmt, exc.one_line())
+            results[fmt] = exc
+    return results
 
 
 def default_out(run_dir: str | Path, fmt: str, precision: str) -> Path:
