@@ -42,11 +42,14 @@ class ParityLimits:
         max_abs_diff: Largest absolute logit difference (``inf``: not checked, as for INT8).
         min_agreement: Smallest top-1 agreement (share of samples, 0..1).
         max_accuracy_drop: Largest accuracy loss against the reference, in points (``None``: not checked).
+        max_rel_diff: Largest logit difference relative to the reference's largest absolute logit
+            (``None``: not checked). Used for FP16, whose rounding error grows with the logits' scale.
     """
 
     max_abs_diff: float = DEFAULT_MAX_ABS_DIFF
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     max_accuracy_drop: float | None = None
+    max_rel_diff: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``inf`` written as ``None``)."""
@@ -59,7 +62,7 @@ class ParityLimits:
 #: their decisions and accuracy (logits move by design).
 PRECISION_LIMITS = {
     "fp32": ParityLimits(),
-    "fp16": ParityLimits(max_abs_diff=1e-2, min_agreement=0.995),
+    "fp16": ParityLimits(max_abs_diff=float("inf"), min_agreement=0.995, max_rel_diff=1e-2),
     "int8": ParityLimits(max_abs_diff=float("inf"), min_agreement=0.95, max_accuracy_drop=1.0),
 }
 
@@ -77,6 +80,7 @@ class VerifyReport:
     Attributes:
         n: Number of samples compared.
         max_abs_diff: Largest absolute logit difference over all samples and classes.
+        max_rel_diff: ``max_abs_diff`` divided by the reference's largest absolute logit (its scale).
         mean_abs_diff: Mean absolute logit difference.
         top1_agreement: Share of samples where both give the same top-1 class.
         reference_accuracy: Top-1 accuracy of the reference against the labels.
@@ -86,6 +90,7 @@ class VerifyReport:
 
     n: int
     max_abs_diff: float
+    max_rel_diff: float
     mean_abs_diff: float
     top1_agreement: float
     reference_accuracy: float
@@ -125,6 +130,7 @@ def compare(
     return VerifyReport(
         n=int(labels.shape[0]),
         max_abs_diff=float(diff.max()),
+        max_rel_diff=float(diff.max() / max(np.abs(ref).max(), 1e-12)),
         mean_abs_diff=float(diff.mean()),
         top1_agreement=float(np.mean(ref_top == art_top)),
         reference_accuracy=float(np.mean(ref_top == labels)),
@@ -221,6 +227,7 @@ def check_parity(
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
     max_accuracy_drop: float | None = None,
     hint: str | None = None,
+    max_rel_diff: float | None = None,
 ) -> None:
     """Raise :class:`ParityError` unless the report is within every limit.
 
@@ -230,6 +237,7 @@ def check_parity(
         min_agreement: Smallest allowed top-1 agreement (share of samples, 0..1).
         max_accuracy_drop: Largest allowed accuracy loss against the reference, in points (``None``: skip).
         hint: What the user can do, for the error (default: look for unsupported ops or preprocessing).
+        max_rel_diff: Largest allowed difference relative to the reference's logit scale (``None``: skip).
 
     Raises:
         ParityError: Naming the measured figures and the limits.
@@ -238,11 +246,14 @@ def check_parity(
     diff_ok = report.max_abs_diff <= max_abs_diff  # False for NaN, even against inf
     agree_ok = report.top1_agreement >= min_agreement
     drop_ok = max_accuracy_drop is None or drop <= max_accuracy_drop + 1e-9
-    if diff_ok and agree_ok and drop_ok:
+    rel_ok = max_rel_diff is None or report.max_rel_diff <= max_rel_diff
+    if diff_ok and agree_ok and drop_ok and rel_ok:
         log.debug("parity ok: max |diff| %.3g, agreement %.4f", report.max_abs_diff, report.top1_agreement)
         return
     checked_diff = max_abs_diff != float("inf")
     diff_text = f" max |logit diff| {report.max_abs_diff:.3g} (limit {max_abs_diff:g})," if checked_diff else ""
+    if max_rel_diff is not None:
+        diff_text += f" relative logit diff {report.max_rel_diff:.3g} (limit {max_rel_diff:g}),"
     drop_text = "" if max_accuracy_drop is None else f", accuracy drop {drop:.2f} points (limit {max_accuracy_drop:g})"
     raise ParityError(
         f"artifact differs from the reference on {report.n} samples:{diff_text} top-1 agreement "

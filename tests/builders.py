@@ -22,8 +22,8 @@ def make_image_folder(root: Path, per_class: int = 8) -> Path:
     return root
 
 
-def make_run(root: Path) -> Path:
-    """A run folder holding a random-init MobileNetV3-Small at 64x64 with meaningful, varied logits.
+def make_run(root: Path, backbone: str = "mobilenet_v3_small", size: int = 64) -> Path:
+    """A run folder holding a random-init ``backbone`` at ``size`` px with meaningful, varied logits.
 
     Batch-norm statistics are re-estimated on random inputs so activations keep their spread (the
     random-init defaults collapse them), like a trained model's would.
@@ -37,20 +37,20 @@ def make_run(root: Path) -> Path:
 
     images = make_image_folder(root / "images")
     torch.manual_seed(0)
-    model, _ = build_classifier("mobilenet_v3_small", len(LABELS), pretrained=False)
-    _calibrate_batchnorm(model, torch)
-    spec = default_spec("mobilenet_v3_small", LABELS, input_size=(64, 64))
+    model, _ = build_classifier(backbone, len(LABELS), pretrained=False)
+    _calibrate_batchnorm(model, torch, size)
+    spec = default_spec(backbone, LABELS, input_size=(size, size))
     config = FinetuneConfig()
     config.data.data = str(images)
-    config.model.backbone, config.model.pretrained = "mobilenet_v3_small", False
-    arch = {"backbone": "mobilenet_v3_small", "num_classes": len(LABELS), "dropout": 0.2, "hidden": None}
+    config.model.backbone, config.model.pretrained = backbone, False
+    arch = {"backbone": backbone, "num_classes": len(LABELS), "dropout": 0.2, "hidden": None}
     run = root / "run"
     save_run_files(run, model.state_dict(), spec, arch, config)
     write_json(run / "metrics.json", {"test": {"accuracy": 1 / 3}})
     return run
 
 
-def _calibrate_batchnorm(model, torch) -> None:
+def _calibrate_batchnorm(model, torch, size: int) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.reset_running_stats()
@@ -58,5 +58,5 @@ def _calibrate_batchnorm(model, torch) -> None:
     model.train()
     with torch.no_grad():
         for _ in range(3):
-            model(torch.randn(16, 3, 64, 64))
+            model(torch.randn(16, 3, size, size))
     model.eval()

@@ -35,7 +35,8 @@ def test_export_writes_verified_onnx_bundle(bundle: Path, run_dir: Path) -> None
     assert manifest["spec"]["labels"] == list(LABELS)
     v = manifest["verification"]
     assert v["n"] >= 3 and v["max_abs_diff"] <= 1e-4 and v["top1_agreement"] == 1.0
-    assert v["limits"] == {"max_abs_diff": 1e-4, "min_agreement": 0.999, "max_accuracy_drop": None}
+    assert v["limits"] == {"max_abs_diff": 1e-4, "min_agreement": 0.999, "max_accuracy_drop": None,
+                           "max_rel_diff": None}
     prov = manifest["provenance"]
     assert prov["run_dir"] == str(run_dir.resolve()) and len(prov["model_sha256"]) == 64
 
@@ -121,9 +122,22 @@ def test_compare_figures() -> None:
 
 
 def test_check_parity_names_figures_and_nan_fails() -> None:
-    good = VerifyReport(10, 1e-6, 1e-7, 1.0, 0.9, 0.9)
+    good = VerifyReport(10, 1e-6, 1e-7, 1e-7, 1.0, 0.9, 0.9)
     check_parity(good)
     with pytest.raises(ParityError, match=r"90\.00%.*99\.90%"):
-        check_parity(VerifyReport(10, 1e-6, 1e-7, 0.9, 0.9, 0.8))
+        check_parity(VerifyReport(10, 1e-6, 1e-7, 1e-7, 0.9, 0.9, 0.8))
     with pytest.raises(ParityError, match="nan"):
-        check_parity(VerifyReport(10, float("nan"), float("nan"), 1.0, 0.9, 0.9))
+        check_parity(VerifyReport(10, float("nan"), float("nan"), float("nan"), 1.0, 0.9, 0.9))
+
+
+def test_fp16_limit_is_relative_to_the_logits_scale() -> None:
+    from edgetl.verify import compare, limits_for
+
+    ref = np.array([[8.0, -4.0, 1.0], [6.0, 2.0, -8.0]])
+    report = compare(ref, ref + 0.05, np.array([0, 0]))  # 0.05 on logits of scale 8: 0.6% relative
+    assert report.max_rel_diff == pytest.approx(0.05 / 8)
+    fp16 = limits_for("fp16")
+    check_parity(report, fp16.max_abs_diff, fp16.min_agreement, max_rel_diff=fp16.max_rel_diff)
+    with pytest.raises(ParityError, match=r"relative logit diff 0\.0125"):
+        check_parity(compare(ref, ref + 0.1, np.array([0, 0])), fp16.max_abs_diff, fp16.min_agreement,
+                     max_rel_diff=fp16.max_rel_diff)

@@ -12,19 +12,21 @@ import click
 @click.option("--format", "fmt", default="onnx", show_default=True,
               help="onnx, openvino, tflite, or all (one verified bundle per format in OUT/<format>).")
 @click.option("--precision", default="fp32", show_default=True,
-              help="fp32, or int8 for text models (ONNX Runtime dynamic quantization).")
+              help="fp32; fp16 (openvino, tflite); int8 for text models (onnx, dynamic quantization).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder to write.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
 @click.option("--verify-limit", type=int, default=None, help="Verify on at most N test samples (default: all).")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (>= 17).")
 @click.option("--max-abs-diff", type=float, default=None,
-              help="Largest logit difference accepted [default: 1e-4 for fp32, unchecked for int8].")
+              help="Largest logit difference accepted [default: 1e-4 for fp32, unchecked otherwise].")
+@click.option("--max-rel-diff", type=float, default=None,
+              help="Largest logit difference relative to the logits' scale [default: 1e-2 for fp16].")
 @click.option("--min-agreement", type=float, default=None,
-              help="Smallest top-1 agreement with PyTorch, 0..1 [default: 0.999 for fp32, 0.95 for int8].")
+              help="Smallest top-1 agreement with PyTorch, 0..1 [default: 0.999 fp32, 0.995 fp16, 0.95 int8].")
 @click.option("--max-accuracy-drop", type=float, default=None,
-              help="Largest test-accuracy loss in points [default: unchecked for fp32, 1.0 for int8].")
+              help="Largest test-accuracy loss in points [default: 1.0 for int8, unchecked otherwise].")
 def command(run_dir: Path, fmt: str, precision: str, out: Path, overwrite: bool, verify_limit: int | None,
-            opset: int, max_abs_diff: float | None, min_agreement: float | None,
+            opset: int, max_abs_diff: float | None, max_rel_diff: float | None, min_agreement: float | None,
             max_accuracy_drop: float | None) -> None:
     """Export RUN_DIR to a bundle, verify it against PyTorch on the test split, refuse it if it differs."""
     from edgetl.cli.render import print_export_summary, print_verification
@@ -32,7 +34,7 @@ def command(run_dir: Path, fmt: str, precision: str, out: Path, overwrite: bool,
     from edgetl.export import ALL_FORMATS, export, export_all
 
     options = {"verify_limit": verify_limit, "opset": opset, "max_abs_diff": max_abs_diff,
-               "min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop}
+               "max_rel_diff": max_rel_diff, "min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop}
     if fmt != ALL_FORMATS:
         print_verification(export(run_dir, fmt, out, precision=precision, overwrite=overwrite, **options))
         return

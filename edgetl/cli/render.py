@@ -71,6 +71,9 @@ def print_verification(bundle: Path) -> None:
         table.add_column(name, justify="left" if name == "check" else "right")
     drop = 100 * (v["reference_accuracy"] - v["artifact_accuracy"])
     table.add_row("max |logit diff|", f"{v['max_abs_diff']:.2e}", _limit(limits.get("max_abs_diff"), "<= {:.0e}"))
+    if "max_rel_diff" in v:
+        rel_limit = _limit(limits.get("max_rel_diff"), "<= {:.0e}")
+        table.add_row("relative logit diff", f"{v['max_rel_diff']:.2e}", rel_limit)
     table.add_row("mean |logit diff|", f"{v['mean_abs_diff']:.2e}", "")
     table.add_row("top-1 agreement", f"{v['top1_agreement']:.2%}", _limit(limits.get("min_agreement"), ">= {:.2%}"))
     table.add_row("PyTorch test accuracy", f"{v['reference_accuracy']:.2%}", "")

@@ -59,7 +59,7 @@ class Exporter(Protocol):
         """
         ...
 
-    def predictor(self, path: Path) -> Predictor:
+    def predictor(self, path: Path, threads: int | None = None) -> Predictor:
         """A callable running the written artifact on the model's inputs."""
         ...
 
@@ -91,6 +91,7 @@ def export(
     max_abs_diff: float | None = None,
     min_agreement: float | None = None,
     max_accuracy_drop: float | None = None,
+    max_rel_diff: float | None = None,
     progress: bool = True,
 ) -> Path:
     """Export a run folder's model to a bundle, verify it against PyTorch, and write ``edgetl.json``.
@@ -102,16 +103,17 @@ def export(
         run_dir: A run folder written by ``edgetl finetune``.
         fmt: Artifact format (see ``EXPORTERS``).
         out: Bundle folder; default ``bundles/<run folder name>-<fmt>-<precision>``.
-        precision: ``fp32``, or ``int8`` for text models (ONNX Runtime dynamic quantization).
+        precision: ``fp32``; ``fp16`` (OpenVINO, TFLite); ``int8`` for text models (ONNX Runtime dynamic
+            quantization).
         overwrite: Replace a non-empty ``out``.
         verify: Compare with PyTorch on the run's test split and refuse a mismatch.
         verify_limit: Verify on at most this many test samples (``None``: all).
         opset: ONNX opset (17 or newer).
         max_abs_diff: Largest logit difference accepted (default per precision: 1e-4 for fp32, unchecked
-            for int8).
-        min_agreement: Smallest top-1 agreement accepted, 0..1 (default 0.999 for fp32, 0.95 for int8).
-        max_accuracy_drop: Largest accuracy loss in points against PyTorch (default: unchecked for fp32,
-            1.0 for int8).
+            for fp16 and int8).
+        min_agreement: Smallest top-1 agreement accepted, 0..1 (default 0.999 fp32, 0.995 fp16, 0.95 int8).
+        max_accuracy_drop: Largest accuracy loss in points against PyTorch (default: 1.0 for int8 only).
+        max_rel_diff: Largest logit difference relative to the logits' scale (default: 1e-2 for fp16 only).
         progress: Show a progress bar during verification.
 
     Returns:
@@ -127,7 +129,7 @@ def export(
     exporter = get_exporter(fmt)
     _check_options(exporter, precision, opset, verify_limit)
     limits = limits_for(precision, max_abs_diff=max_abs_diff, min_agreement=min_agreement,
-                        max_accuracy_drop=max_accuracy_drop)
+                        max_accuracy_drop=max_accuracy_drop, max_rel_diff=max_rel_diff)
     out = check_out_dir(out if out is not None else default_out(run_dir, fmt, precision), overwrite)
     run = load_run(run_dir)
     exporter.check_options(opset=opset, precision=precision, spec=run.spec)
@@ -223,7 +225,7 @@ def _check_precision(precision: str, exporter: Exporter) -> None:
 
 
 _QUANTIZED_HINT = ("the export is refused: {precision} loses too much on this model; export fp32, or accept "
-                   "the loss with --min-agreement / --max-accuracy-drop")
+                   "the loss with --max-rel-diff / --max-abs-diff / --min-agreement / --max-accuracy-drop")
 
 
 def _verify(
@@ -247,7 +249,8 @@ def _verify(
              "(torch %.2f%%)", report.n, what, report.max_abs_diff, 100 * report.top1_agreement,
              100 * report.artifact_accuracy, 100 * report.reference_accuracy)
     hint = _QUANTIZED_HINT.format(precision=precision) if precision != "fp32" else None
-    check_parity(report, limits.max_abs_diff, limits.min_agreement, limits.max_accuracy_drop, hint=hint)
+    check_parity(report, limits.max_abs_diff, limits.min_agreement, limits.max_accuracy_drop, hint=hint,
+                 max_rel_diff=limits.max_rel_diff)
     return {**report.to_dict(), "split": "test", "reference": "pytorch", "limits": limits.to_dict()}
 
 

@@ -1,0 +1,234 @@
+"""OpenVINO IR bundles: export (fp32 and fp16) of the tiny image run and the MiniLM text run, the OpenVINO
+engine, and refusals of what it cannot load or do. Real models, real OpenVINO, no mocks.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from builders import LABELS, make_run
+
+from edgetl.errors import ConfigError, DataError, RunFolderError
+from edgetl.fsutil import read_json
+from edgetl.runfolder import load_run
+from edgetl.runtime import Bundle
+from edgetl.verify import torch_reference
+
+REVIEWS = ["A warm, funny and beautifully acted film.", "Dull, overlong and badly written.", "fine"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("openvino"))
+
+
+@pytest.fixture(scope="module")
+def image_fp32(run_dir: Path) -> Path:
+    from edgetl.export import export
+
+    return export(run_dir, "openvino", run_dir.parent / "fp32", progress=False)
+
+
+@pytest.fixture(scope="module")
+def image_fp16(run_dir: Path) -> Path:
+    from edgetl.export import export
+
+    return export(run_dir, "openvino", run_dir.parent / "fp16", precision="fp16", progress=False)
+
+
+@pytest.fixture(scope="module")
+def text_fp32(text_run, tmp_path_factory) -> Path:
+    from edgetl.export import export
+
+    return export(text_run[0], "openvino", tmp_path_factory.mktemp("ov-text") / "fp32", progress=False)
+
+
+@pytest.fixture(scope="module")
+def text_fp16(text_run, tmp_path_factory) -> Path:
+    from edgetl.export import export
+
+    return export(text_run[0], "openvino", tmp_path_factory.mktemp("ov-text") / "fp16", precision="fp16",
+                  progress=False)
+
+
+def _image_paths(run_dir: Path) -> list[str]:
+    return sorted(str(p) for p in (run_dir.parent / "images").rglob("*.png"))
+
+
+def _constant_types(xml_path: Path) -> set[str]:
+    """The element types of the IR's floating-point Constant layers (its stored weights)."""
+    root = ET.parse(xml_path).getroot()
+    types = {layer.find("data").get("element_type") for layer in root.iter("layer") if layer.get("type") == "Const"}
+    return {t for t in types if t.startswith(("f", "bf"))}
+
+
+@pytest.mark.slow
+def test_image_fp32_bundle_is_verified_ir(image_fp32: Path) -> None:
+    assert sorted(p.name for p in image_fp32.iterdir()) == ["edgetl.json", "model.bin", "model.xml"]
+    manifest = read_json(image_fp32 / "edgetl.json")
+    assert (manifest["format"], manifest["precision"], manifest["model_file"]) == ("openvino", "fp32", "model.xml")
+    assert manifest["inputs"][0]["shape"] == ["batch", 3, 64, 64]
+    artifact = manifest["artifact"]
+    assert artifact["route"] == "torch -> onnx -> openvino" and artifact["weights"] == "fp32"
+    assert artifact["openvino_version"].startswith("20")
+    v = manifest["verification"]
+    assert v["n"] >= 3 and v["max_abs_diff"] <= 1e-4 and v["top1_agreement"] >= 0.999
+    assert v["limits"] == {"max_abs_diff": 1e-4, "min_agreement": 0.999, "max_accuracy_drop": None,
+                           "max_rel_diff": None}
+    assert set(manifest["provenance"]["files_sha256"]) == {"model.xml", "model.bin"}
+
+
+@pytest.mark.slow
+def test_fp32_weights_stay_float32_and_fp16_halves_them(image_fp32: Path, image_fp16: Path) -> None:
+    assert _constant_types(image_fp32 / "model.xml") == {"f32"}
+    assert "f16" in _constant_types(image_fp16 / "model.xml")
+    ratio = (image_fp32 / "model.bin").stat().st_size / (image_fp16 / "model.bin").stat().st_size
+    assert 1.8 < ratio < 2.1
+
+
+@pytest.mark.slow
+def test_image_fp16_bundle_parity(image_fp16: Path) -> None:
+    manifest = read_json(image_fp16 / "edgetl.json")
+    assert manifest["precision"] == "fp16" and manifest["artifact"]["weights"] == "fp16"
+    v = manifest["verification"]
+    # FP16 rounding moves logits in proportion to their scale: the limit is relative (1e-2 of the largest logit)
+    assert v["max_rel_diff"] <= 1e-2 and v["top1_agreement"] >= 0.995
+    limits = v["limits"]
+    assert (limits["max_rel_diff"], limits["min_agreement"], limits["max_abs_diff"]) == (1e-2, 0.995, None)
+
+
+@pytest.mark.slow
+def test_image_bundle_predicts_paths_and_matches_torch_at_any_batch(image_fp32: Path, run_dir: Path) -> None:
+    bundle = Bundle.load(image_fp32)
+    paths = _image_paths(run_dir)
+    one = bundle.predict(paths[0], top_k=3)
+    assert {p.label for p in one} == set(LABELS) and one[0].score >= one[1].score >= one[2].score
+    assert len(bundle.predict(paths[:5])) == 5
+    run = load_run(run_dir)
+    reference = torch_reference(run.model(), run.spec)
+    for batch in (paths[:1], paths[:7]):
+        inputs = bundle.preprocess(batch)
+        logits = bundle.logits(inputs)
+        assert logits.dtype == np.float32 and logits.shape == (len(batch), len(LABELS))
+        np.testing.assert_allclose(logits, reference(inputs), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_engine_with_one_thread_gives_the_same_logits(image_fp32: Path) -> None:
+    from edgetl.runtime.openvino_engine import OpenVINOEngine
+
+    x = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    one = OpenVINOEngine(image_fp32 / "model.xml", threads=1)
+    np.testing.assert_allclose(one.run(x), Bundle.load(image_fp32).logits(x), atol=1e-5)
+    assert one.run(x.astype(np.float64)).dtype == np.float32  # inputs are cast to the model's dtype
+    assert OpenVINOEngine.version().startswith("20")
+    with pytest.raises(ConfigError, match="threads"):
+        OpenVINOEngine(image_fp32 / "model.xml", threads=0)
+
+
+@pytest.mark.slow
+def test_engine_names_a_misshapen_or_missing_input(image_fp32: Path) -> None:
+    from edgetl.runtime.openvino_engine import OpenVINOEngine
+
+    engine = OpenVINOEngine(image_fp32 / "model.xml")
+    with pytest.raises(DataError, match="'input' of shape"):
+        engine.run(np.zeros((1, 3, 32, 32), np.float32))
+    with pytest.raises(DataError, match="'input' of shape"):
+        engine.run(np.zeros((3, 64, 64), np.float32))
+    with pytest.raises(DataError, match="missing"):
+        engine.run({"pixels": np.zeros((1, 3, 64, 64), np.float32)})
+
+
+@pytest.mark.slow
+def test_corrupt_or_missing_ir_is_refused(image_fp32: Path, tmp_path: Path) -> None:
+    from edgetl.runtime.openvino_engine import OpenVINOEngine
+
+    copy = Path(shutil.copytree(image_fp32, tmp_path / "b"))
+    weights = (copy / "model.bin").read_bytes()
+    (copy / "model.bin").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(RunFolderError, match="OpenVINO cannot load") as caught:
+        OpenVINOEngine(copy / "model.xml")
+    assert "re-export" in caught.value.hint and "\n" not in caught.value.message
+    with pytest.raises(RunFolderError, match="OpenVINO cannot load"):
+        Bundle.load(copy)
+    (copy / "model.bin").write_bytes(weights)
+    (copy / "model.xml").write_text("<net><layers><garbage", encoding="utf-8")
+    with pytest.raises(RunFolderError, match="OpenVINO cannot load") as caught:
+        OpenVINOEngine(copy / "model.xml")
+    assert "\n" not in caught.value.message
+    (copy / "model.bin").unlink()
+    with pytest.raises(RunFolderError, match="not found"):
+        OpenVINOEngine(copy / "model.xml")
+    with pytest.raises(RunFolderError, match="not found"):
+        OpenVINOEngine(tmp_path / "none.xml")
+
+
+def test_int8_and_bad_options_are_refused_before_any_work(tmp_path: Path) -> None:
+    from edgetl.export import export
+    from edgetl.export.openvino import EXPORTER
+
+    with pytest.raises(ConfigError, match="int8"):
+        export(tmp_path / "no-run", "openvino", tmp_path / "b", precision="int8")
+    with pytest.raises(ConfigError, match="opset 13"):
+        export(tmp_path / "no-run", "openvino", tmp_path / "b", opset=13)
+    with pytest.raises(ConfigError, match="int8") as caught:
+        EXPORTER.check_options(opset=18, precision="int8")
+    assert "fp16" in caught.value.hint
+    assert not (tmp_path / "b").exists()
+    assert (EXPORTER.format, EXPORTER.model_file, EXPORTER.precisions) == ("openvino", "model.xml", ("fp32", "fp16"))
+
+
+@pytest.mark.slow
+def test_text_bundles_carry_tokenizer_and_pass_parity(text_fp32: Path, text_fp16: Path) -> None:
+    for bundle, limits in ((text_fp32, (1e-4, 0.999)), (text_fp16, (None, 0.995))):
+        names = sorted(p.name for p in bundle.iterdir())
+        assert names == ["edgetl.json", "model.bin", "model.xml", "tokenizer"]
+        assert (bundle / "tokenizer" / "tokenizer.json").is_file()
+        manifest = read_json(bundle / "edgetl.json")
+        assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "attention_mask"]
+        v = manifest["verification"]
+        assert v["n"] >= 20 and v["max_abs_diff"] <= (limits[0] or 1e-2) and v["top1_agreement"] >= limits[1]
+        assert (v["limits"]["max_abs_diff"], v["limits"]["min_agreement"]) == limits
+    assert _constant_types(text_fp32 / "model.xml") == {"f32"}
+    assert (text_fp16 / "model.bin").stat().st_size < 0.6 * (text_fp32 / "model.bin").stat().st_size
+
+
+@pytest.mark.slow
+def test_text_logits_match_torch_at_any_batch_and_length(text_fp32: Path, text_run) -> None:
+    run = load_run(text_run[0])
+    reference = torch_reference(run.model(), run.spec)
+    bundle = Bundle.load(text_fp32)
+    long_text = " ".join(["surprisingly tender"] * 60)  # truncated to 48 tokens
+    for texts in (REVIEWS, REVIEWS[:1], [long_text, "ok"], ["a", "b", "c", "d", "e"]):
+        inputs = bundle.preprocess(texts)
+        np.testing.assert_allclose(bundle.logits(inputs), reference(inputs), atol=1e-4)
+    with pytest.raises(DataError, match="missing"):
+        bundle.logits({"input_ids": inputs["input_ids"]})
+    with pytest.raises(DataError, match="'attention_mask' of shape"):
+        bundle.logits({"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"][0]})
+
+
+@pytest.mark.slow
+def test_text_predict_from_raw_strings_without_torch(text_fp16: Path, text_run) -> None:
+    """A fresh interpreter loads the fp16 bundle and predicts; torch and transformers are never imported."""
+    code = (
+        "import json, sys\n"
+        "from edgetl.runtime import Bundle\n"
+        f"bundle = Bundle.load({str(text_fp16)!r}, threads=1)\n"
+        f"preds = bundle.predict({REVIEWS!r}, top_k=2)\n"
+        "print(json.dumps({'preds': [[[p.label, p.score] for p in row] for row in preds],\n"
+        "                  'heavy': sorted(m for m in ('torch', 'transformers') if m in sys.modules)}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = json.loads(proc.stdout)
+    assert out["heavy"] == []
+    labels = load_run(text_run[0]).spec.labels
+    assert all(len(row) == 2 and {row[0][0], row[1][0]} == set(labels) for row in out["preds"])
+    assert all(row[0][1] >= row[1][1] and abs(row[0][1] + row[1][1] - 1) < 1e-6 for row in out["preds"])
