@@ -63,17 +63,22 @@ def test_predict_bad_input_is_one_line(bundle: Path, tmp_path: Path, case: str) 
 
 
 @pytest.mark.slow
-def test_folder_watch_example_classifies_and_skips_bad_files(bundle: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["onnx", "openvino", "tflite"])
+def test_folder_watch_example_classifies_and_skips_bad_files(bundle: Path, tmp_path: Path, fmt: str) -> None:
+    """The example app against a bundle of each format (images taken from the run the bundle came from)."""
+    from edgetl.export import export
+
+    target = bundle if fmt == "onnx" else export(bundle.parent / "run", fmt, tmp_path / fmt, progress=False)
     watched = tmp_path / "incoming"
     watched.mkdir()
     for f in images(bundle):
         shutil.copy(f, watched / f.name)
     (watched / "broken.jpg").write_bytes(b"not an image")
     (watched / "notes.txt").write_text("ignored")
-    proc = subprocess.run([sys.executable, str(EXAMPLE), str(bundle), str(watched), "--once"],
+    proc = subprocess.run([sys.executable, str(EXAMPLE), str(target), str(watched), "--once"],
                           capture_output=True, text=True, timeout=120, check=True)
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith("watching ")
+    assert lines[0].startswith("watching ") and f"({fmt}," in lines[0]
     results = {line.split("\t")[0]: line.split("\t")[1:] for line in lines[1:]}
     assert set(results) == {f.name for f in images(bundle)} | {"broken.jpg"}
     assert results["broken.jpg"][0].startswith("skipped: ")
