@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,6 +297,9 @@ def load_encoder(folder: Path, pretrained: bool = True) -> nn.Module:
     """
     from transformers import AutoConfig, AutoModel
 
+    # loading a model makes transformers import torchao (installed for TFLite export), whose import logs
+    # two torch deprecation warnings that mean nothing to a user
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     if pretrained and not _has_weights(folder):
         raise WeightsError(f"no {' or '.join(WEIGHT_FILES)} in {folder}", "add the weights, or pass pretrained=False")
     try:
