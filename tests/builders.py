@@ -60,3 +60,19 @@ def _calibrate_batchnorm(model, torch, size: int) -> None:
         for _ in range(3):
             model(torch.randn(16, 3, size, size))
     model.eval()
+
+
+def format_fixtures(fmt: str) -> tuple:
+    """Module fixtures ``image_fp32``, ``image_fp16``, ``text_fp32``, ``text_fp16``: ``fmt`` bundles of the
+    shared runs (conftest ``exported``). Assign them at module level: ``a, b, c, d = format_fixtures("tflite")``.
+    """
+    import pytest
+
+    def make(kind: str, precision: str):
+        @pytest.fixture(scope="module", name=f"{kind}_{precision}")
+        def bundle(exported) -> Path:
+            return exported(kind, fmt, precision)
+
+        return bundle
+
+    return tuple(make(kind, precision) for kind in ("image", "text") for precision in ("fp32", "fp16"))

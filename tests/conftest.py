@@ -29,3 +29,28 @@ def text_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("text") / "run"
     metrics = finetune(cfg.validate(), out)
     return out, metrics
+
+
+@pytest.fixture(scope="session")
+def image_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-init MobileNetV3-Small run (``builders.make_run``) the format tests share."""
+    from builders import make_run
+
+    return make_run(tmp_path_factory.mktemp("image"))
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory, image_run: Path, text_run: tuple[Path, dict]):
+    """``exported(kind, fmt, precision)``: a bundle of the shared ``image`` or ``text`` run, made once."""
+    from edgetl.export import export
+
+    made: dict[tuple[str, str, str], Path] = {}
+
+    def get(kind: str, fmt: str, precision: str = "fp32") -> Path:
+        if (kind, fmt, precision) not in made:
+            run = image_run if kind == "image" else text_run[0]
+            out = tmp_path_factory.mktemp(f"{kind}-{fmt}") / precision
+            made[kind, fmt, precision] = export(run, fmt, out, precision=precision, progress=False)
+        return made[kind, fmt, precision]
+
+    return get

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import LABELS, make_run
+from builders import LABELS, format_fixtures
 
 from edgetl.errors import ConfigError, DataError, RunFolderError
 from edgetl.fsutil import read_json
@@ -25,37 +25,11 @@ REVIEWS = ["A warm, funny and beautifully acted film.", "Dull, overlong and badl
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return make_run(tmp_path_factory.mktemp("openvino"))
+def run_dir(image_run: Path) -> Path:
+    return image_run  # conftest: the tiny MobileNetV3-Small run
 
 
-@pytest.fixture(scope="module")
-def image_fp32(run_dir: Path) -> Path:
-    from edgetl.export import export
-
-    return export(run_dir, "openvino", run_dir.parent / "fp32", progress=False)
-
-
-@pytest.fixture(scope="module")
-def image_fp16(run_dir: Path) -> Path:
-    from edgetl.export import export
-
-    return export(run_dir, "openvino", run_dir.parent / "fp16", precision="fp16", progress=False)
-
-
-@pytest.fixture(scope="module")
-def text_fp32(text_run, tmp_path_factory) -> Path:
-    from edgetl.export import export
-
-    return export(text_run[0], "openvino", tmp_path_factory.mktemp("ov-text") / "fp32", progress=False)
-
-
-@pytest.fixture(scope="module")
-def text_fp16(text_run, tmp_path_factory) -> Path:
-    from edgetl.export import export
-
-    return export(text_run[0], "openvino", tmp_path_factory.mktemp("ov-text") / "fp16", precision="fp16",
-                  progress=False)
+image_fp32, image_fp16, text_fp32, text_fp16 = format_fixtures("openvino")
 
 
 def _image_paths(run_dir: Path) -> list[str]:

@@ -1,0 +1,306 @@
+"""TFLite exporter: torch model -> one ``model.tflite`` through litert-torch (no TensorFlow), run by ai-edge-litert.
+
+Inputs follow the mobile convention:
+
+- Image models take one float32 NHWC ``input`` of shape ``(1, H, W, 3)`` (the bundle spec's layout is
+  ``NHWC``). The batch is fixed at 1: litert-torch 0.10 cannot convert a dynamic batch of MobileNetV3
+  (its JAX bridge needs concrete shapes), and a phone classifies one camera frame at a time. The
+  runtime engine (:class:`edgetl.runtime.tflite_engine.TFLiteEngine`) runs a batch sample by sample.
+- Text models take int32 ``input_ids`` and ``attention_mask`` of shape ``(1, L)``, one signature
+  ``seq_<L>`` per fixed length ``L`` (litert-torch cannot convert a dynamic sequence length): lengths
+  16, 32, 64, 128... below ``spec.max_length``, and ``spec.max_length`` itself. The engine pads a batch
+  to the smallest signature that holds it; padded positions carry ``attention_mask`` 0, so they are
+  masked out of attention and of pooling and the logits do not change. All signatures share one copy
+  of the weights.
+
+The output is float32 ``logits`` of shape ``(1, num_classes)``.
+
+``fp16`` stores the weights of fully connected, convolution and embedding ops as float16 (ai-edge-quantizer's
+``float_casting`` weight-only recipe): about half the size, compute stays float32, so inputs and
+outputs are unchanged.
+
+If litert-torch fails on an image model, a second route is tried: a fixed-shape NCHW ONNX file -> onnx2tf
+(which writes NHWC) -> TFLite. It needs ``pip install onnx2tf tensorflow``, which edgetl does not install;
+without them the first failure is reported. That route has not been run on this project's machines (no
+TensorFlow there); its artifact goes through the same parity check as any other before it is accepted.
+Text models have no second route (onnx2tf writes one fixed shape per file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import io
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from edgetl.errors import ConfigError, ExportError
+from edgetl.export.bundle import INPUT_NAME, OUTPUT_NAME
+from edgetl.runtime.text import TEXT_INPUTS
+from edgetl.runtime.tflite_engine import TFLiteEngine, signature_name
+from edgetl.spec import ModelSpec
+from edgetl.verify import Predictor, spec_layout_module
+
+log = logging.getLogger("edgetl")
+
+#: Fixed sequence lengths written for text models, clipped to (and always including) ``spec.max_length``.
+SEQUENCE_LENGTHS = (16, 32, 64, 128, 256, 512)
+IMAGE_SIGNATURE = "serving_default"
+_BATCH_NOTE = "fixed 1; the engine runs a batch sample by sample"
+
+
+class TFLiteExporter:
+    """Writes and runs ``model.tflite`` (the ``tflite`` format of :data:`edgetl.export.EXPORTERS`)."""
+
+    format = "tflite"
+    model_file = "model.tflite"
+    precisions = ("fp32", "fp16")
+
+    def check_options(self, *, opset: int, precision: str = "fp32", spec: ModelSpec | None = None) -> None:
+        """Refuse INT8 (not available for TFLite yet); ``opset`` only matters to the ONNX fallback route."""
+        if precision == "int8":
+            raise ConfigError(
+                "TFLite int8 is not available yet",
+                "export tflite as fp32 or fp16, or export text models to onnx --precision int8",
+            )
+
+    def bundle_spec(self, spec: ModelSpec) -> ModelSpec:
+        """Image models take NHWC input (the mobile convention); text models are unchanged."""
+        return spec if spec.is_text else spec.with_(layout="NHWC")
+
+    def convert(
+        self, model: Any, spec: ModelSpec, path: Path, *, opset: int = 18, precision: str = "fp32"
+    ) -> dict[str, Any]:
+        """Convert ``model`` (inputs per the bundle ``spec``) to ``path`` at ``precision``.
+
+        Returns:
+            Facts for ``edgetl.json``: route, converter version, batch handling, sequence lengths (text),
+            weight precision.
+
+        Raises:
+            ConfigError: An option this exporter cannot honour.
+            ExportError: Conversion or fp16 casting failed (naming the first failure).
+        """
+        self.check_options(opset=opset, precision=precision, spec=spec)
+        started = time.perf_counter()
+        try:
+            content, facts = _convert_litert(model, spec)
+        except ExportError:
+            raise
+        except Exception as exc:
+            facts = _second_route(model, spec, path, precision, opset, exc)
+        else:
+            path.write_bytes(_cast_fp16(content) if precision == "fp16" else content)
+            facts.update(_precision_facts(precision))
+        log.info("wrote %s (%.2f MB, %s, %s) in %.0f s", path.name, path.stat().st_size / 1e6, precision,
+                 facts["route"], time.perf_counter() - started)
+        return facts
+
+    def predictor(self, path: Path, threads: int | None = None) -> Predictor:
+        """A callable running the written file in the ai-edge-litert interpreter."""
+        return TFLiteEngine(path, threads=threads).run
+
+
+def sequence_lengths(max_length: int) -> list[int]:
+    """The fixed lengths written for a text model: :data:`SEQUENCE_LENGTHS` below ``max_length``, then it."""
+    return [n for n in SEQUENCE_LENGTHS if n < max_length] + [max_length]
+
+
+def _convert_litert(model: Any, spec: ModelSpec) -> tuple[bytes, dict[str, Any]]:
+    """Convert with litert-torch, one signature per fixed shape: the float32 flatbuffer and facts about it.
+
+    Raises:
+        ExportError: litert-torch is not installed.
+    """
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # its progress lines are not ours to print
+    try:
+        with _quiet_logger("torch.utils._pytree"):  # litert-torch registers an Enum the way torch 2.14 deprecates
+            import litert_torch
+    except ImportError as exc:
+        raise ExportError(f"TFLite export needs litert-torch, which cannot be imported ({exc})",
+                          "pip install litert-torch ai-edge-litert ai-edge-quantizer") from None
+    converter = litert_torch.Converter()
+    facts: dict[str, Any] = {"route": "litert-torch", "litert_torch_version": litert_torch.__version__,
+                             "batch": _BATCH_NOTE}
+    if spec.is_text:
+        facts["sequence_lengths"] = lengths = sequence_lengths(int(spec.max_length))
+        module = _text_module(model)
+        for length in lengths:
+            converter.signature(signature_name(length), module, sample_kwargs=_text_sample(length))
+    else:
+        converter.signature(IMAGE_SIGNATURE, _image_module(model, spec), sample_kwargs=_image_sample(spec))
+    return bytes(converter.convert().model_content()), facts
+
+
+def _image_module(model: Any, spec: ModelSpec) -> Any:
+    """``model`` taking an NHWC ``input`` and returning ``{"logits": ...}`` (names the file's tensors)."""
+    import torch
+
+    class ImageLogits(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {OUTPUT_NAME: self.inner(input)}
+
+    return ImageLogits(spec_layout_module(model, spec)).eval()
+
+
+def _text_module(model: Any) -> Any:
+    """``model`` taking int32 ``input_ids, attention_mask`` and returning ``{"logits": ...}``.
+
+    The file's inputs are int32 (litert-torch narrows int64 anyway); they are widened to int64 for the model.
+    """
+    import torch
+
+    from edgetl.export.onnx import text_inputs_module
+
+    class TextLogits(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {OUTPUT_NAME: self.inner(input_ids.long(), attention_mask.long())}
+
+    return TextLogits(text_inputs_module(model)).eval()
+
+
+def _image_sample(spec: ModelSpec) -> dict[str, Any]:
+    import torch
+
+    height, width = spec.input_size
+    return {INPUT_NAME: torch.randn(1, height, width, 3, generator=torch.Generator().manual_seed(0))}
+
+
+def _text_sample(length: int) -> dict[str, Any]:
+    """One row of ``length`` tokens, the last quarter padded, so the mask's path is traced with real values."""
+    import torch
+
+    ids = torch.randint(1000, 2000, (1, length), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[:, length - max(1, length // 4):] = 0
+    ids[mask == 0] = 0
+    return dict(zip(TEXT_INPUTS, (ids, mask), strict=True))
+
+
+def _cast_fp16(content: bytes) -> bytes:
+    """Store weights as float16 with ai-edge-quantizer's weight-only ``float_casting`` recipe (compute stays fp32).
+
+    Raises:
+        ExportError: ai-edge-quantizer is missing or fails.
+    """
+    try:
+        from ai_edge_quantizer import qtyping, quantizer
+
+        qt = quantizer.Quantizer(bytearray(content))  # signatures share weight buffers: each is cast once per use
+        qt.update_quantization_recipe(
+            regex=".*",
+            operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+            op_config=qtyping.OpQuantizationConfig(
+                weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
+                compute_precision=qtyping.ComputePrecision.FLOAT,
+                explicit_dequantize=True,
+            ),
+            algorithm_key=quantizer.AlgorithmName.FLOAT_CASTING,
+        )
+        # ai-edge-quantizer 0.10 does not pass enable_progress_bar on to its last step, whose tqdm bar goes to stderr
+        with _quiet_root_warnings("Quantized data for tensor"), contextlib.redirect_stderr(io.StringIO()):
+            return bytes(qt.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model)
+    except Exception as exc:
+        raise ExportError(f"casting the TFLite weights to fp16 failed: {_one_line(exc)}",
+                          "export fp32, or pip install ai-edge-quantizer if it is missing") from exc
+
+
+@contextlib.contextmanager
+def _quiet_root_warnings(prefix: str) -> Iterator[None]:
+    """Drop root-logger records starting with ``prefix`` (ai-edge-quantizer warns once per shared buffer)."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(prefix)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Silence the logger ``name`` below ERROR for the duration."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _precision_facts(precision: str) -> dict[str, Any]:
+    if precision != "fp16":
+        return {"weights": "float32"}
+    return {"weights": "float16 (ai-edge-quantizer float_casting, weight-only)", "compute": "float32",
+            "ai_edge_quantizer_version": importlib.metadata.version("ai-edge-quantizer")}
+
+
+def _second_route(model: Any, spec: ModelSpec, path: Path, precision: str, opset: int,
+                  first: Exception) -> dict[str, Any]:
+    """ONNX -> onnx2tf -> TFLite for image models, when onnx2tf is installed; otherwise the first failure."""
+    reason = f"litert-torch failed: {_one_line(first)}"
+    log.debug("litert-torch conversion failed", exc_info=first)
+    if spec.is_text:
+        raise ExportError(f"TFLite export failed; {reason}",
+                          "the ONNX -> onnx2tf route covers image models only; export text models to onnx")
+    if importlib.util.find_spec("onnx2tf") is None:
+        raise ExportError(f"TFLite export failed; {reason}",
+                          "`pip install onnx2tf tensorflow` enables a second route (ONNX -> onnx2tf -> TFLite)")
+    log.warning("%s; trying ONNX -> onnx2tf", reason)
+    try:
+        return _convert_onnx2tf(model, spec, path, precision, opset)
+    except Exception as exc:
+        raise ExportError(f"TFLite export failed; {reason}; onnx2tf failed: {_one_line(exc)}",
+                          "run with -v and report the backbone") from exc
+
+
+def _convert_onnx2tf(model: Any, spec: ModelSpec, path: Path, precision: str, opset: int) -> dict[str, Any]:
+    """Export a fixed-shape NCHW ONNX file and let onnx2tf write NHWC float32/float16 ``.tflite`` files.
+
+    onnx2tf transposes an NCHW image input to NHWC itself, so the ONNX file is written from the run's own
+    (NCHW) model, with batch 1.
+    """
+    import onnx2tf
+    import torch
+
+    height, width = spec.input_size
+    with tempfile.TemporaryDirectory(prefix="edgetl-onnx2tf-") as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        torch.onnx.export(model.eval(), (torch.zeros(1, 3, height, width),), str(onnx_path),
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False)
+        out_dir = Path(tmp) / "tf"
+        onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(out_dir),
+                        copy_onnx_input_output_names_to_tflite=True, output_signaturedefs=True, non_verbose=True)
+        suffix = "float16" if precision == "fp16" else "float32"
+        path.write_bytes((out_dir / f"model_{suffix}.tflite").read_bytes())
+    return {"route": "onnx2tf", "onnx2tf_version": importlib.metadata.version("onnx2tf"), "batch": _BATCH_NOTE,
+            "weights": "float16 (onnx2tf)" if precision == "fp16" else "float32"}
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line`` of an error (with the next line when the first only introduces it), clipped."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = " ".join(lines[:2]) if len(lines) > 1 and lines[0].endswith(":") else (lines[0] if lines else "")
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+EXPORTER = TFLiteExporter()
