@@ -1,7 +1,7 @@
 """OpenVINO exporter: torch model -> ONNX (temporary) -> OpenVINO IR (``model.xml`` + ``model.bin``).
 
 The ONNX step is :mod:`edgetl.export.onnx` (checked opset, named inputs, dynamic batch and sequence axes),
-so both formats share one graph; ``openvino.convert_model`` reads that file and ``openvino.save_model``
+so both formats share one graph; OpenVINO's ONNX frontend reads that file and ``openvino.save_model``
 writes the IR, keeping the input names and dynamic axes. ``fp32`` keeps float32 weights (``save_model``
 compresses to FP16 unless told not to); ``fp16`` stores FP16 weights, half the size, which the CPU widens
 back to float32 to compute (see :mod:`edgetl.runtime.openvino_engine`). The temporary ONNX file lives in
@@ -91,8 +91,14 @@ def _require_openvino() -> Any:
 
 
 def _convert(ov: Any, onnx_path: Path) -> Any:
+    """Read the ONNX file with OpenVINO's ONNX frontend.
+
+    ``Core.read_model`` rather than ``convert_model``: the same frontend and graph, but ``convert_model``
+    also starts OpenVINO's usage telemetry, which forks a process to send events to Google Analytics (an
+    export tool should not phone home, and forking beside JAX's threads risks a deadlock).
+    """
     try:
-        return ov.convert_model(str(onnx_path))
+        return ov.Core().read_model(str(onnx_path))
     except Exception as exc:  # openvino raises its own classes (OpConversionFailure, RuntimeError...)
         raise ExportError(f"OpenVINO cannot convert the ONNX model: {error_line(exc)}",
                           "the model may use an op OpenVINO does not support; run with -v and report the backbone"
