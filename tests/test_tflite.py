@@ -230,3 +230,18 @@ def test_missing_model_file_refused_by_engine(tmp_path: Path) -> None:
         TFLiteEngine(tmp_path / "model.tflite")
     with pytest.raises(ConfigError, match="threads"):
         TFLiteEngine(tmp_path / "model.tflite", threads=0)
+
+
+@pytest.mark.slow
+def test_bench_rows_say_how_fixed_shapes_really_run(text_fp32: Path, image_fp32: Path) -> None:
+    from edgetl.bench import bench_bundle
+    from edgetl.bench.targets import TargetProfile
+
+    tiny = TargetProfile(name="tiny", engines=("ai-edge-litert",), threads=(1,), batch_sizes=(1, 2),
+                         text_batch_sizes=(1, 2), seq_lengths=(8, 16), warmup=1, min_runs=3, min_time_s=0.02)
+    text = {(r["batch"], r["seq_len"]): r["note"] for r in bench_bundle(text_fp32, tiny, progress=False)["rows"]}
+    assert text[1, 16] is None  # exactly a signature's length, one sample: runs as given
+    assert text[1, 8] == "runs padded to 16 tokens (seq_16)"
+    assert text[2, 8] == "runs padded to 16 tokens (seq_16); batch 2 runs as 2 calls of 1"
+    image = {r["batch"]: r["note"] for r in bench_bundle(image_fp32, tiny, progress=False)["rows"]}
+    assert image == {1: None, 2: "batch 2 runs as 2 calls of 1"}

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from edgetl.errors import BenchmarkError
 from edgetl.registry import Registry
@@ -27,10 +28,12 @@ class EngineSkipped(BenchmarkError):
 
 @dataclass
 class LoadedEngine:
-    """A ready predictor and an optional note for the result row."""
+    """A ready predictor, an optional note for the result row, and an optional ``explain(inputs)`` saying
+    how given inputs really run (e.g. padded to a fixed length) when that differs from their shape."""
 
     predict: Predictor
     note: str | None = None
+    explain: Callable[[Any], str | None] | None = None
 
 
 class BenchEngine(Protocol):
@@ -93,7 +96,8 @@ class RuntimeBench:
         """The runtime engine on the bundle's model file."""
         from edgetl.runtime.engines import create_engine
 
-        return LoadedEngine(create_engine(self.name, manifest.model_path, threads=threads).run)
+        engine = create_engine(self.name, manifest.model_path, threads=threads)
+        return LoadedEngine(engine.run, explain=getattr(engine, "explain", None))
 
 
 class TorchBench:

@@ -237,8 +237,13 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
         "import_ms": import_ms, "load_ms": load_ms, "first_run_ms": first_ms,
         "cold_start_ms": load_ms + first_ms,
         "baseline_rss_mb": baseline, "peak_rss_mb": peak_rss_mb(),
-        "end_to_end_ms": e2e.to_dict() if e2e else None, "note": loaded.note,
+        "end_to_end_ms": e2e.to_dict() if e2e else None, "note": _note(loaded, batch),
     }
+
+
+def _note(loaded: Any, inputs: Any) -> str | None:
+    notes = [loaded.note, loaded.explain(inputs) if loaded.explain else None]
+    return "; ".join(n for n in notes if n) or None
 
 
 def _timed_load(engine: Any, manifest: Manifest, threads: int) -> tuple[Any, float]:

@@ -118,6 +118,20 @@ class TFLiteEngine:
         feeds = _cast_and_check(signature, feeds)
         return _run_batch(signature, feeds)
 
+    def explain(self, inputs: Inputs) -> str | None:
+        """How ``inputs`` really run when that differs from their shape (padding, per-sample calls), for
+        benchmark rows; None when they run as given."""
+        named = inputs if isinstance(inputs, dict) else {self.input_names[0]: inputs}
+        rows, *rest = np.asarray(named[self.input_names[0]]).shape
+        signature, notes = self.signatures[0], []
+        if self.is_text:
+            signature, _ = self._text_feeds(named)
+            if math.isfinite(signature.length) and rest and signature.length > rest[0]:
+                notes.append(f"runs padded to {int(signature.length)} tokens ({signature.key})")
+        if 0 < signature.batch < rows:
+            notes.append(f"batch {rows} runs as {rows // signature.batch} calls of {signature.batch}")
+        return "; ".join(notes) or None
+
     def _text_feeds(self, named: dict[str, np.ndarray]) -> tuple[Signature, dict[str, np.ndarray]]:
         """The smallest signature that holds the batch's sequence length, and the inputs padded to it."""
         feeds = {name: np.asarray(named[name]) for name in TEXT_INPUTS}
