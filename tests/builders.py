@@ -76,3 +76,37 @@ def format_fixtures(fmt: str) -> tuple:
         return bundle
 
     return tuple(make(kind, precision) for kind in ("image", "text") for precision in ("fp32", "fp16"))
+
+
+#: Libraries the torch-free runtime must never import.
+HEAVY_MODULES = ("torch", "transformers", "tensorflow")
+
+_FRESH_APP = """
+import json, sys
+from edgetl.runtime import Bundle
+bundle_dir, items, top_k, threads, heavy = json.loads(sys.argv[1])
+bundle = Bundle.load(bundle_dir, threads=threads)
+preds = bundle.predict(items, top_k=top_k)
+print(json.dumps({
+    "preds": [[[p.label, p.score] for p in row] for row in preds],
+    "first": bundle.predict(items[0])[0].label,
+    "logits": bundle.logits(bundle.preprocess(items)).tolist(),
+    "heavy": sorted(m for m in heavy if m in sys.modules),
+}))
+"""
+
+
+def predict_in_fresh_python(bundle: Path, items: list, *, top_k: int = 1, threads: int | None = None) -> dict:
+    """Load ``bundle`` and predict ``items`` (image paths or texts) in a new interpreter, as an app would.
+
+    Returns:
+        ``preds`` (``[label, score]`` lists per item), ``first`` (the label of ``items[0]`` predicted
+        alone), ``logits`` of the batch, and ``heavy``: which of :data:`HEAVY_MODULES` got imported.
+    """
+    import json
+    import subprocess
+    import sys
+
+    args = json.dumps([str(bundle), [str(item) for item in items], top_k, threads, HEAVY_MODULES])
+    proc = subprocess.run([sys.executable, "-c", _FRESH_APP, args], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout)

@@ -4,16 +4,13 @@ engine, and refusals of what it cannot load or do. Real models, real OpenVINO, n
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import LABELS, format_fixtures
+from builders import LABELS, format_fixtures, predict_in_fresh_python
 
 from edgetl.errors import ConfigError, DataError, RunFolderError
 from edgetl.fsutil import read_json
@@ -192,16 +189,7 @@ def test_text_logits_match_torch_at_any_batch_and_length(text_fp32: Path, text_r
 @pytest.mark.slow
 def test_text_predict_from_raw_strings_without_torch(text_fp16: Path, text_run) -> None:
     """A fresh interpreter loads the fp16 bundle and predicts; torch and transformers are never imported."""
-    code = (
-        "import json, sys\n"
-        "from edgetl.runtime import Bundle\n"
-        f"bundle = Bundle.load({str(text_fp16)!r}, threads=1)\n"
-        f"preds = bundle.predict({REVIEWS!r}, top_k=2)\n"
-        "print(json.dumps({'preds': [[[p.label, p.score] for p in row] for row in preds],\n"
-        "                  'heavy': sorted(m for m in ('torch', 'transformers') if m in sys.modules)}))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    out = json.loads(proc.stdout)
+    out = predict_in_fresh_python(text_fp16, REVIEWS, top_k=2, threads=1)
     assert out["heavy"] == []
     labels = load_run(text_run[0]).spec.labels
     assert all(len(row) == 2 and {row[0][0], row[1][0]} == set(labels) for row in out["preds"])

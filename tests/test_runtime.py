@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import LABELS, make_run  # shared tiny run folder (see tests/test_export.py)
+from builders import LABELS, make_run, predict_in_fresh_python  # shared tiny run folder (see test_export.py)
 from PIL import Image
 
 from edgetl.errors import ConfigError, DataError, RunFolderError
@@ -90,14 +88,8 @@ def test_bad_arguments(bundle: Bundle, bundle_dir: Path, image_path: Path) -> No
 
 
 def test_runtime_does_not_import_torch(bundle_dir: Path, image_path: Path) -> None:
-    code = (
-        "import sys; from edgetl.runtime import Bundle; "
-        f"b = Bundle.load({str(bundle_dir)!r}); print(b.predict({str(image_path)!r})[0].label); "
-        "print('torch' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    label, torch_loaded = out.stdout.split()
-    assert label in LABELS and torch_loaded == "False"
+    out = predict_in_fresh_python(bundle_dir, [image_path])
+    assert out["first"] in LABELS and out["heavy"] == []
 
 
 @pytest.mark.parametrize(

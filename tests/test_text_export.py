@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import make_run
+from builders import make_run, predict_in_fresh_python
 
 from edgetl.bench import bench_bundle
 from edgetl.bench.targets import TargetProfile
@@ -79,23 +77,12 @@ def test_bundle_logits_match_torch_at_any_batch_and_length(fp32_bundle: Path, te
 @pytest.mark.slow
 def test_predict_from_raw_strings_without_torch(fp32_bundle: Path, text_run) -> None:
     """A fresh interpreter loads the bundle and predicts; torch and transformers are never imported."""
-    code = (
-        "import json, sys\n"
-        "from edgetl.runtime import Bundle\n"
-        f"bundle = Bundle.load({str(fp32_bundle)!r})\n"
-        f"preds = bundle.predict({REVIEWS!r}, top_k=2)\n"
-        f"one = bundle.predict({REVIEWS[0]!r})\n"
-        "print(json.dumps({'preds': [[[p.label, p.score] for p in row] for row in preds],\n"
-        "                  'one': one[0].label, 'logits': bundle.logits(bundle.preprocess(%r)).tolist(),\n"
-        "                  'heavy': sorted(m for m in ('torch', 'transformers') if m in sys.modules)}))\n"
-    ) % (REVIEWS,)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    out = json.loads(proc.stdout)
+    out = predict_in_fresh_python(fp32_bundle, REVIEWS, top_k=2)
     assert out["heavy"] == []
     labels = load_run(text_run[0]).spec.labels
     assert all(len(row) == 2 and {row[0][0], row[1][0]} == set(labels) for row in out["preds"])
     assert all(row[0][1] >= row[1][1] and abs(row[0][1] + row[1][1] - 1) < 1e-6 for row in out["preds"])
-    assert out["one"] == out["preds"][0][0][0]
+    assert out["first"] == out["preds"][0][0][0]
     run = load_run(text_run[0])
     tokens, _ = tokenize(load_tokenizer(text_run[0] / "tokenizer"), REVIEWS, 48)
     np.testing.assert_allclose(out["logits"], torch_reference(run.model(), run.spec)(tokens), atol=1e-4)

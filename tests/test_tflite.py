@@ -7,15 +7,12 @@ signatures: 16, 32 and 48 tokens) on 2 busy cores.
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import LABELS, format_fixtures
+from builders import LABELS, format_fixtures, predict_in_fresh_python
 
 from edgetl.errors import ConfigError, DataError, ExportError, RunFolderError
 from edgetl.fsutil import read_json
@@ -171,17 +168,9 @@ def test_text_fp16_meets_default_limits_and_is_smaller(text_fp16: Path, text_fp3
 
 @pytest.mark.slow
 def test_runtime_needs_neither_torch_nor_tensorflow(image_fp32: Path, text_fp32: Path, run_dir: Path) -> None:
-    code = (
-        "import json, sys\n"
-        "from edgetl.runtime import Bundle\n"
-        f"image = Bundle.load({str(image_fp32)!r}).predict({[str(p) for p in _images(run_dir)[:3]]!r})\n"
-        f"text = Bundle.load({str(text_fp32)!r}).predict({REVIEWS!r})\n"
-        "print(json.dumps({'image': [r[0].label for r in image], 'text': [r[0].label for r in text],\n"
-        "                  'heavy': sorted(m for m in ('torch', 'transformers', 'tensorflow') if m in sys.modules)}))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    out = json.loads(proc.stdout)
-    assert out["heavy"] == [] and len(out["image"]) == 3 and len(out["text"]) == 3
+    image = predict_in_fresh_python(image_fp32, _images(run_dir)[:3])
+    text = predict_in_fresh_python(text_fp32, REVIEWS)
+    assert image["heavy"] == text["heavy"] == [] and len(image["preds"]) == 3 and len(text["preds"]) == 3
 
 
 @pytest.mark.slow

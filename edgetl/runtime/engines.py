@@ -74,11 +74,6 @@ class OrtEngine:
         }
         self.output_name: str = self.session.get_outputs()[0].name
 
-    @property
-    def input_name(self) -> str:
-        """The first input's name (the only one of an image model)."""
-        return next(iter(self.inputs))
-
     def run(self, inputs: Inputs) -> np.ndarray:
         """Logits for ``inputs``: one array (single-input models) or arrays by input name.
 
@@ -87,16 +82,7 @@ class OrtEngine:
         Raises:
             DataError: An input is missing, or an array does not have the model's rank or fixed dimensions.
         """
-        named = inputs if isinstance(inputs, dict) else {self.input_name: inputs}
-        missing = [name for name in self.inputs if name not in named]
-        if missing:
-            raise DataError(f"the model needs inputs {list(self.inputs)}; missing {missing}",
-                            "tokenize texts with the bundle (Bundle.predict does it for you)")
-        feeds = {}
-        for name, (shape, dtype) in self.inputs.items():
-            feeds[name] = np.ascontiguousarray(named[name], dtype=dtype)
-            _check_shape(name, feeds[name].shape, shape)
-        return self.session.run([self.output_name], feeds)[0]
+        return self.session.run([self.output_name], prepare_feeds(inputs, self.inputs))[0]
 
     @staticmethod
     def version() -> str:
@@ -105,6 +91,28 @@ class OrtEngine:
 
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def prepare_feeds(inputs: Inputs, expected: dict[str, tuple[list[Any], Any]]) -> dict[str, np.ndarray]:
+    """``inputs`` as contiguous arrays of each model input's dtype, checked against its shape.
+
+    Args:
+        inputs: One array (given to the first input) or arrays by input name; extra names are ignored.
+        expected: Each model input's name -> (shape with ``str`` for dynamic axes, numpy dtype).
+
+    Raises:
+        DataError: An input is missing, or an array does not have the input's rank or fixed dimensions.
+    """
+    named = inputs if isinstance(inputs, dict) else {next(iter(expected)): inputs}
+    missing = [name for name in expected if name not in named]
+    if missing:
+        raise DataError(f"the model needs inputs {list(expected)}; missing {missing}",
+                        "tokenize texts with the bundle (Bundle.predict does it for you)")
+    feeds = {}
+    for name, (shape, dtype) in expected.items():
+        feeds[name] = np.ascontiguousarray(named[name], dtype=dtype)
+        _check_shape(name, feeds[name].shape, shape)
+    return feeds
 
 
 def _check_shape(name: str, shape: tuple[int, ...], expected: list[Any]) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.errors import DataError, RunFolderError
-from edgetl.runtime.engines import Inputs, _check_shape, check_threads, require
+from edgetl.errors import RunFolderError
+from edgetl.runtime.engines import Inputs, check_threads, prepare_feeds, require
 
 _FIX = "the IR is corrupt or truncated; re-export the bundle with `edgetl export --format openvino`"
 
@@ -51,11 +51,6 @@ class OpenVINOEngine:
         self._request = self.compiled.create_infer_request()
         self._lock = threading.Lock()  # one infer request: calls from several threads take turns
 
-    @property
-    def input_name(self) -> str:
-        """The first input's name (the only one of an image model)."""
-        return next(iter(self.inputs))
-
     def run(self, inputs: Inputs) -> np.ndarray:
         """Float32 logits for ``inputs``: one array (single-input models) or arrays by input name.
 
@@ -65,15 +60,7 @@ class OpenVINOEngine:
         Raises:
             DataError: An input is missing, or an array does not have the model's rank or fixed dimensions.
         """
-        named = inputs if isinstance(inputs, dict) else {self.input_name: inputs}
-        missing = [name for name in self.inputs if name not in named]
-        if missing:
-            raise DataError(f"the model needs inputs {list(self.inputs)}; missing {missing}",
-                            "tokenize texts with the bundle (Bundle.predict does it for you)")
-        feeds = {}
-        for name, (shape, dtype) in self.inputs.items():
-            feeds[name] = np.ascontiguousarray(named[name], dtype=dtype)
-            _check_shape(name, feeds[name].shape, shape)
+        feeds = prepare_feeds(inputs, self.inputs)
         with self._lock:
             self._request.infer(feeds)
             logits = self._request.get_output_tensor(0).data
