@@ -62,9 +62,9 @@ def main(verbose: bool) -> None:
 
 
 def _register() -> None:
-    from edgetl.cli import backbones, bench, export, finetune, predict, run
+    from edgetl.cli import backbones, bench, calibrate, export, finetune, predict, run
 
-    for module in (backbones, finetune, export, predict, bench, run):
+    for module in (backbones, finetune, calibrate, export, predict, bench, run):
         main.add_command(module.command)
 
 
