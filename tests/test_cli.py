@@ -244,7 +244,7 @@ def test_backbones_lists_every_registered_one() -> None:
 
     result = invoke("backbones", "--json")
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)
+    rows = json.loads(result.stdout)  # stderr may carry library warnings
     assert [r["name"] for r in rows if r["task"] == "image"] == BACKBONES.names()
     from edgetl.models import TEXT_BACKBONES
 

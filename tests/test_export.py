@@ -93,7 +93,7 @@ def test_unknown_format_lists_known(tmp_path: Path) -> None:
     assert "coreml" in info.value.message and "onnx" in info.value.hint
 
 
-@pytest.mark.parametrize("precision", ["fp16", "fp64"])
+@pytest.mark.parametrize("precision", ["int4", "fp64"])
 def test_unsupported_precision_refused(tmp_path: Path, precision: str) -> None:
     from edgetl.export import export
 

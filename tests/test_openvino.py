@@ -141,19 +141,20 @@ def test_corrupt_or_missing_ir_is_refused(image_fp32: Path, tmp_path: Path) -> N
         OpenVINOEngine(tmp_path / "none.xml")
 
 
-def test_int8_and_bad_options_are_refused_before_any_work(tmp_path: Path) -> None:
+def test_int8_without_calibration_and_bad_options_are_refused_before_any_work(image_run: Path, tmp_path: Path) -> None:
     from edgetl.export import export
     from edgetl.export.openvino import EXPORTER
 
-    with pytest.raises(ConfigError, match="int8"):
-        export(tmp_path / "no-run", "openvino", tmp_path / "b", precision="int8")
+    with pytest.raises(ConfigError, match="needs calibration data") as caught:  # NNCF INT8 is static only
+        export(image_run, "openvino", tmp_path / "b", precision="int8")
+    assert "edgetl calibrate" in caught.value.hint
+    with pytest.raises(ConfigError, match="no dynamic INT8"):
+        export(image_run, "openvino", tmp_path / "b", precision="int8", method="dynamic")
     with pytest.raises(ConfigError, match="opset 13"):
         export(tmp_path / "no-run", "openvino", tmp_path / "b", opset=13)
-    with pytest.raises(ConfigError, match="int8") as caught:
-        EXPORTER.check_options(opset=18, precision="int8")
-    assert "fp16" in caught.value.hint
     assert not (tmp_path / "b").exists()
-    assert (EXPORTER.format, EXPORTER.model_file, EXPORTER.precisions) == ("openvino", "model.xml", ("fp32", "fp16"))
+    precisions = ("fp32", "fp16", "int8")
+    assert (EXPORTER.format, EXPORTER.model_file, EXPORTER.precisions) == ("openvino", "model.xml", precisions)
 
 
 @pytest.mark.slow

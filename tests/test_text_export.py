@@ -116,11 +116,12 @@ def test_int8_that_loses_too_much_is_refused(text_run, tmp_path: Path) -> None:
     assert not (tmp_path / "b").exists()
 
 
-def test_int8_for_image_models_is_refused_before_any_work(tmp_path: Path) -> None:
+def test_static_int8_without_calibration_is_refused_before_any_work(tmp_path: Path) -> None:
     from edgetl.export import export
 
-    with pytest.raises(ConfigError, match="text models"):
+    with pytest.raises(ConfigError, match="needs calibration data") as caught:  # images: static by default
         export(make_run(tmp_path), "onnx", tmp_path / "b", precision="int8")
+    assert "edgetl calibrate" in caught.value.hint
     assert not (tmp_path / "b").exists()
 
 
@@ -168,7 +169,7 @@ def test_text_benchmark_sweeps_lengths_and_times_raw_strings(int8_bundle: Path) 
 
 
 @pytest.mark.slow
-def test_cli_benches_a_text_bundle_and_refuses_image_int8(int8_bundle: Path, tmp_path: Path) -> None:
+def test_cli_benches_a_text_bundle_and_refuses_uncalibrated_image_int8(int8_bundle: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from edgetl.cli import main
@@ -184,7 +185,7 @@ def test_cli_benches_a_text_bundle_and_refuses_image_int8(int8_bundle: Path, tmp
     assert [(r["batch"], r["seq_len"], r["status"]) for r in saved["rows"]] == [(1, 16, "ok")]
     result = CliRunner().invoke(main, ["export", str(make_run(tmp_path / "img")), "--precision", "int8",
                                        "--out", str(tmp_path / "b")])
-    assert result.exit_code == 2 and "text models" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "edgetl calibrate" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "b").exists()
 
 

@@ -192,16 +192,15 @@ def test_litert_failure_is_one_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / "model.tflite").exists()
 
 
-def test_int8_refused_before_any_work(tmp_path: Path) -> None:
+def test_static_int8_without_calibration_refused_before_any_work(image_run: Path, tmp_path: Path) -> None:
     from edgetl.export import export
     from edgetl.export.tflite import EXPORTER
 
-    with pytest.raises(ConfigError, match="int8"):
-        export(tmp_path / "no-run", "tflite", tmp_path / "b", precision="int8")
+    with pytest.raises(ConfigError, match="needs calibration data") as info:
+        export(image_run, "tflite", tmp_path / "b", precision="int8", method="static")
+    assert "--calib" in info.value.hint
     assert not (tmp_path / "b").exists()
-    with pytest.raises(ConfigError, match="int8") as info:
-        EXPORTER.check_options(opset=18, precision="int8")
-    assert "fp16" in info.value.hint
+    assert EXPORTER.precisions == ("fp32", "fp16", "int8")
 
 
 def test_sequence_lengths_are_clipped_to_max_length() -> None:

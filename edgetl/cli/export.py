@@ -12,7 +12,7 @@ import click
 @click.option("--format", "fmt", default="onnx", show_default=True,
               help="onnx, openvino, tflite, or all (one verified bundle per format in OUT/<format>).")
 @click.option("--precision", default="fp32", show_default=True,
-              help="fp32; fp16 (openvino, tflite); int8 for text models (onnx, dynamic quantization).")
+              help="fp32, fp16 or int8 (INT8 walks an accuracy ladder; see --max-accuracy-drop, --calib).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder to write.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
 @click.option("--verify-limit", type=int, default=None, help="Verify on at most N test samples (default: all).")
@@ -24,17 +24,25 @@ import click
 @click.option("--min-agreement", type=float, default=None,
               help="Smallest top-1 agreement with PyTorch, 0..1 [default: 0.999 fp32, 0.995 fp16, 0.95 int8].")
 @click.option("--max-accuracy-drop", type=float, default=None,
-              help="Largest test-accuracy loss in points [default: 1.0 for int8, unchecked otherwise].")
+              help="INT8 budget: largest accuracy loss in points, on the validation split against the FP32 "
+                   "artifact and on the test split against PyTorch [default: 1.0 for int8, unchecked otherwise].")
+@click.option("--calib", type=click.Path(path_type=Path), default=None,
+              help="INT8: calibration set folder made by `edgetl calibrate` (required for static INT8).")
+@click.option("--method", type=click.Choice(["auto", "dynamic", "static"]), default="auto", show_default=True,
+              help="INT8: auto = dynamic for text (onnx, tflite), static (calibrated) otherwise.")
+@click.option("--budget-samples", type=int, default=2000, show_default=True,
+              help="INT8: validation samples the accuracy budget is measured on.")
 def command(run_dir: Path, fmt: str, precision: str, out: Path, overwrite: bool, verify_limit: int | None,
             opset: int, max_abs_diff: float | None, max_rel_diff: float | None, min_agreement: float | None,
-            max_accuracy_drop: float | None) -> None:
+            max_accuracy_drop: float | None, calib: Path | None, method: str, budget_samples: int) -> None:
     """Export RUN_DIR to a bundle, verify it against PyTorch on the test split, refuse it if it differs."""
     from edgetl.cli.render import print_export_summary, print_verification
     from edgetl.errors import ExportError
     from edgetl.export import ALL_FORMATS, export, export_all
 
     options = {"verify_limit": verify_limit, "opset": opset, "max_abs_diff": max_abs_diff,
-               "max_rel_diff": max_rel_diff, "min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop}
+               "max_rel_diff": max_rel_diff, "min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop,
+               "calib": calib, "method": method, "budget_samples": budget_samples}
     if fmt != ALL_FORMATS:
         print_verification(export(run_dir, fmt, out, precision=precision, overwrite=overwrite, **options))
         return

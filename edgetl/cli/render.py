@@ -59,6 +59,8 @@ def print_verification(bundle: Path) -> None:
     from edgetl.fsutil import read_json
 
     manifest = read_json(Path(bundle) / "edgetl.json")
+    if manifest.get("quantization"):
+        print_quantization(manifest["quantization"])
     v = manifest["verification"]
     if v is None:
         console.print("[yellow]not verified[/yellow] (--no-verify)")
@@ -81,6 +83,29 @@ def print_verification(bundle: Path) -> None:
     table.add_row("accuracy drop (points)", f"{drop:.2f}", _limit(limits.get("max_accuracy_drop"), "<= {:g}"))
     console.print(table)
     console.print(f"bundle: [bold]{bundle}[/bold]")
+
+
+def print_quantization(q: dict) -> None:
+    """The INT8 ladder of a bundle: every rung with its validation accuracy, the one kept, and the speed check."""
+    table = Table(title=f"INT8 ladder ({q['method']}): budget {q['budget_points']:g} points vs FP32 on "
+                        f"{q['validation_samples']} validation samples")
+    for name in ("rung", "accuracy", "drop", "result"):
+        table.add_column(name, justify="left" if name in ("rung", "result") else "right")
+    for a in q["attempts"]:
+        acc = "-" if a["accuracy"] is None else f"{a['accuracy']:.2%}"
+        drop = "-" if a["drop"] is None else f"{a['drop']:+.2f}"
+        kept = a["step"] == q.get("chosen")
+        result = "[green]kept[/green]" if kept else ("ok" if a["ok"] else f"[yellow]{a['note'] or 'failed'}[/yellow]")
+        table.add_row(a["step"], acc, drop, result)
+    console.print(table)
+    if q.get("declined"):
+        console.print(f"[yellow]INT8 declined[/yellow]: {q['declined']}")
+    speed = q.get("speed")
+    if speed:
+        size = q["int8_bytes"] / q["fp32_bytes"]
+        verdict = "[green]faster[/green]" if speed["faster"] else "[yellow]NOT faster than FP32 here[/yellow]"
+        console.print(f"INT8 {speed['int8_ms']:.2f} ms vs FP32 {speed['fp32_ms']:.2f} ms at batch 1 "
+                      f"({speed['speedup']:.2f}x, {verdict}); size {size:.2f}x FP32")
 
 
 def print_export_summary(results: dict) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from edgetl.errors import ConfigError, DataError, EdgetlError
 from edgetl.export.bundle import provenance, write_manifest
+from edgetl.export.int8 import Int8Plan
 from edgetl.fsutil import check_out_dir, staged_dir
 from edgetl.registry import Registry
 from edgetl.runfolder import Run, load_run
@@ -93,6 +94,9 @@ def export(
     max_accuracy_drop: float | None = None,
     max_rel_diff: float | None = None,
     progress: bool = True,
+    calib: str | Path | None = None,
+    method: str = "auto",
+    budget_samples: int = 2000,
 ) -> Path:
     """Export a run folder's model to a bundle, verify it against PyTorch, and write ``edgetl.json``.
 
@@ -103,8 +107,9 @@ def export(
         run_dir: A run folder written by ``edgetl finetune``.
         fmt: Artifact format (see ``EXPORTERS``).
         out: Bundle folder; default ``bundles/<run folder name>-<fmt>-<precision>``.
-        precision: ``fp32``; ``fp16`` (OpenVINO, TFLite); ``int8`` for text models (ONNX Runtime dynamic
-            quantization).
+        precision: ``fp32``, ``fp16`` or ``int8``. INT8 walks the format's accuracy ladder (see
+            :mod:`edgetl.quantize.frontend`) until ``max_accuracy_drop`` holds on the validation split against
+            the FP32 artifact; when nothing does, the bundle holds the FP32 artifact and says why.
         overwrite: Replace a non-empty ``out``.
         verify: Compare with PyTorch on the run's test split and refuse a mismatch.
         verify_limit: Verify on at most this many test samples (``None``: all).
@@ -112,9 +117,13 @@ def export(
         max_abs_diff: Largest logit difference accepted (default per precision: 1e-4 for fp32, unchecked
             for fp16 and int8).
         min_agreement: Smallest top-1 agreement accepted, 0..1 (default 0.999 fp32, 0.995 fp16, 0.95 int8).
-        max_accuracy_drop: Largest accuracy loss in points against PyTorch (default: 1.0 for int8 only).
+        max_accuracy_drop: Largest accuracy loss in points (default: 1.0 for int8 only): the INT8 budget on the
+            validation split against the FP32 artifact, and the test-split check against PyTorch.
         max_rel_diff: Largest logit difference relative to the logits' scale (default: 1e-2 for fp16 only).
         progress: Show a progress bar during verification.
+        calib: INT8: a calibration set folder (``edgetl calibrate``); required for static INT8.
+        method: INT8: ``auto`` (text: dynamic where the format has it; images: static), ``dynamic``, ``static``.
+        budget_samples: INT8: validation samples the budget is measured on (the first ones).
 
     Returns:
         The bundle folder.
@@ -134,19 +143,30 @@ def export(
     run = load_run(run_dir)
     exporter.check_options(opset=opset, precision=precision, spec=run.spec)
     spec = exporter.bundle_spec(run.spec)
+    plan = None
+    if precision == "int8":
+        plan = Int8Plan.make(run, fmt, spec, calib=calib, method=method, budget=limits.max_accuracy_drop,
+                             budget_samples=budget_samples)
     with staged_dir(out, overwrite) as stage:
         if spec.is_text:
             _copy_tokenizer(run, stage)
         model_path = stage / exporter.model_file
         model = run.model()
-        artifact_info = exporter.convert(model, spec, model_path, opset=opset, precision=precision)
+        quantization = None
+        if plan is not None:
+            artifact_info, quantization = plan.execute(exporter, model, stage, model_path, opset=opset, progress=progress)
+            if quantization["declined"]:
+                precision, limits = "fp32", limits_for("fp32", max_abs_diff=max_abs_diff, min_agreement=min_agreement,
+                                                       max_rel_diff=max_rel_diff)
+        else:
+            artifact_info = exporter.convert(model, spec, model_path, opset=opset, precision=precision)
         verification = None
         if verify:
             artifact = exporter.predictor(model_path)
             verification = _verify(run, spec, model, artifact, stage, verify_limit, limits, progress, precision)
         write_manifest(stage, fmt=fmt, precision=precision, model_file=exporter.model_file, spec=spec,
                        verification=verification, provenance=provenance(run, stage, model_path),
-                       artifact=artifact_info)
+                       artifact=artifact_info, quantization=quantization)
     log.info("bundle written to %s", out)
     return out
 

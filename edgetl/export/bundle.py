@@ -79,6 +79,7 @@ def write_manifest(
     verification: dict[str, Any] | None,
     provenance: dict[str, Any],
     artifact: dict[str, Any] | None = None,
+    quantization: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``folder/edgetl.json`` and return its path.
 
@@ -91,6 +92,7 @@ def write_manifest(
         verification: Parity figures and the limits they passed, or ``None`` when not verified.
         provenance: See :func:`provenance`.
         artifact: Format-specific facts from the exporter (route, fixed sequence lengths...), or None.
+        quantization: What INT8 export did (ladder rungs, the one kept or why none, speed against FP32), or None.
     """
     inputs, outputs = describe_io(spec)
     manifest = {
@@ -103,6 +105,7 @@ def write_manifest(
         "spec": spec.to_dict(),
         **({"tokenizer": text_contract(spec)} if spec.is_text else {}),
         **({"artifact": artifact} if artifact else {}),
+        **({"quantization": quantization} if quantization else {}),
         "verification": verification,
         "provenance": provenance,
     }

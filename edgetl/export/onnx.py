@@ -1,8 +1,9 @@
 """ONNX exporter: torch model -> one self-contained ``model.onnx`` (opset >= 17, dynamic batch axis).
 
 Image models take one float32 ``input``; text models take int64 ``input_ids`` and ``attention_mask`` with
-dynamic batch and sequence axes. ``int8`` (text models) is ONNX Runtime's dynamic quantization of the
-FP32 file (:mod:`edgetl.quantize.onnx_dynamic`).
+dynamic batch and sequence axes. ``fp16`` converts the FP32 file (float16 weights and compute, float32
+inputs and outputs); ``int8`` is made from the FP32 file by :mod:`edgetl.quantize` (the export front end
+walks the accuracy ladder), so :meth:`OnnxExporter.convert` writes fp32 and fp16 only.
 
 Uses the TorchScript-based ("legacy") ``torch.onnx.export``: on this toolchain it writes one file with
 inlined weights in about 0.5 s, while the dynamo exporter takes about 20 s for a MobileNetV3-Small and
@@ -37,18 +38,13 @@ class OnnxExporter:
 
     format = "onnx"
     model_file = "model.onnx"
-    precisions = ("fp32", "int8")
+    precisions = ("fp32", "fp16", "int8")
 
     def check_options(self, *, opset: int, precision: str = "fp32", spec: ModelSpec | None = None) -> None:
-        """Refuse an opset this exporter cannot write, and INT8 for image models (static INT8 needs calibration)."""
+        """Refuse an opset this exporter cannot write."""
         if not MIN_OPSET <= opset <= MAX_OPSET:
             raise ConfigError(
                 f"ONNX opset {opset} is not supported", f"choose an opset from {MIN_OPSET} to {MAX_OPSET}"
-            )
-        if precision == "int8" and spec is not None and not spec.is_text:
-            raise ConfigError(
-                "ONNX int8 is available for text models (dynamic quantization) only in this version",
-                "export image models as fp32; static INT8 with a calibration set comes with quantization",
             )
 
     def bundle_spec(self, spec: ModelSpec) -> ModelSpec:
@@ -71,11 +67,11 @@ class OnnxExporter:
             log.warning("legacy ONNX exporter failed (%s); trying the dynamo exporter", exc)
             _export_dynamo(module, dummy, fp32_path, opset, spec, axes)
         check_onnx(fp32_path, opset, spec)
-        if precision == "int8":
-            from edgetl.quantize import quantize_onnx_dynamic
+        if precision == "fp16":
+            from edgetl.quantize.onnx_static import quantize_onnx_fp16
 
             try:
-                quantize_onnx_dynamic(fp32_path, path)
+                quantize_onnx_fp16(fp32_path, path)
             finally:
                 fp32_path.unlink(missing_ok=True)
         log.info("wrote %s (%.2f MB, %s, opset %d)", path.name, path.stat().st_size / 1e6, precision, opset)

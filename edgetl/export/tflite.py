@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgetl.errors import ConfigError, ExportError
+from edgetl.errors import ExportError
 from edgetl.export.bundle import INPUT_NAME, OUTPUT_NAME
 from edgetl.runtime.text import TEXT_INPUTS
 from edgetl.runtime.tflite_engine import TFLiteEngine, signature_name
@@ -60,15 +60,10 @@ class TFLiteExporter:
 
     format = "tflite"
     model_file = "model.tflite"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
 
     def check_options(self, *, opset: int, precision: str = "fp32", spec: ModelSpec | None = None) -> None:
-        """Refuse INT8 (not available for TFLite yet); ``opset`` only matters to the ONNX fallback route."""
-        if precision == "int8":
-            raise ConfigError(
-                "TFLite int8 is not available yet",
-                "export tflite as fp32 or fp16, or export text models to onnx --precision int8",
-            )
+        """Nothing to refuse: ``opset`` only matters to the ONNX fallback route; int8 is made by edgetl.quantize."""
 
     def bundle_spec(self, spec: ModelSpec) -> ModelSpec:
         """Image models take NHWC input (the mobile convention); text models are unchanged."""

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from edgetl.errors import ExportError
 
@@ -34,8 +36,9 @@ OP_TYPES = ("MatMul", "Gemm")
 
 
 def quantize_onnx_dynamic(
-    src: str | Path, dst: str | Path, *, per_channel: bool = True, reduce_range: bool = True
-) -> None:
+    src: str | Path, dst: str | Path, *, per_channel: bool = True, reduce_range: bool = True,
+    exclude: Sequence[str] = (),
+) -> dict[str, Any]:
     """Write a dynamic-INT8 copy of the FP32 ONNX model ``src`` to ``dst``.
 
     Args:
@@ -43,6 +46,10 @@ def quantize_onnx_dynamic(
         dst: Output file (one file, weights inline).
         per_channel: One scale per output channel instead of per tensor.
         reduce_range: 7-bit weights (safe on every x86 CPU; see the module notes).
+        exclude: Node names left in float (see :func:`edgetl.quantize.onnx_static.sensitivity`).
+
+    Returns:
+        Facts for the bundle: tool, method, weight granularity, excluded nodes.
 
     Raises:
         ExportError: ONNX Runtime could not quantize the graph.
@@ -55,9 +62,15 @@ def quantize_onnx_dynamic(
         try:
             quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
             quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             reduce_range=reduce_range, op_types_to_quantize=list(OP_TYPES))
+                             reduce_range=reduce_range, op_types_to_quantize=list(OP_TYPES),
+                             nodes_to_exclude=list(exclude) or None)
         except Exception as exc:  # onnxruntime.quantization raises plain exceptions of many kinds
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ExportError(f"dynamic INT8 quantization failed: {detail}",
                               "export fp32 instead, and report the backbone") from None
     log.info("dynamic INT8: %.2f MB -> %.2f MB", Path(src).stat().st_size / 1e6, Path(dst).stat().st_size / 1e6)
+    import onnxruntime
+
+    return {"tool": f"onnxruntime {onnxruntime.__version__}", "method": "dynamic",
+            "weights": "int8 per channel" if per_channel else "int8 per tensor",
+            "activations": "float (quantized per call)", "reduce_range": reduce_range, "excluded": list(exclude)}

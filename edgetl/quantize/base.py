@@ -1,0 +1,91 @@
+"""What every quantization backend takes and gives back, so the front end can walk one ladder for all formats.
+
+Backends never see datasets, specs or files of calibration sets: they get model inputs that are already
+preprocessed (or tokenized) exactly as the bundle's runtime will feed them, batch by batch:
+
+- images: float32 arrays ``(N, 3, H, W)`` (or ``(N, H, W, 3)`` for an NHWC bundle spec);
+- text: ``{"input_ids": int64 (N, L), "attention_mask": int64 (N, L)}``, ``L`` varying between batches.
+
+Validation batches pair such inputs with their integer labels, for backends that measure accuracy themselves
+(NNCF's accuracy control).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgetl.runtime.engines import Inputs
+
+#: Preprocessed calibration inputs, one entry per batch.
+CalibBatches = Sequence[Inputs]
+#: Preprocessed inputs with their labels, one entry per batch.
+LabelledBatches = Sequence[tuple[Inputs, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One rung of the accuracy ladder: what was tried and how it scored on the validation split.
+
+    Attributes:
+        step: Short name of the rung (``per-channel``, ``entropy calibration``, ``8 layers kept in float``...).
+        settings: What the backend did (method, calibration, excluded layers...), JSON-ready.
+        accuracy: The candidate's validation accuracy (0..1), or None when it failed to build.
+        reference_accuracy: The FP32 artifact's accuracy on the same samples.
+        ok: Whether it met the budget.
+        note: Why it failed, when it did.
+    """
+
+    step: str
+    settings: dict[str, Any]
+    accuracy: float | None
+    reference_accuracy: float
+    ok: bool
+    note: str = ""
+
+    @property
+    def drop(self) -> float | None:
+        """Accuracy loss against FP32, in points (None when the candidate failed to build)."""
+        return None if self.accuracy is None else 100 * (self.reference_accuracy - self.accuracy)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict, drop included."""
+        return {**asdict(self), "drop": self.drop}
+
+
+@dataclass
+class QuantizeResult:
+    """What the front end did: the rungs tried, the one kept, or why INT8 was declined.
+
+    Attributes:
+        fmt: The artifact format.
+        method: ``dynamic`` or ``static``.
+        budget: Largest accepted accuracy drop, in points, against the FP32 artifact on the validation split.
+        attempts: Every rung tried, in order.
+        chosen: Index into ``attempts`` of the kept rung; None when INT8 was declined.
+        declined: Why INT8 was declined (the bundle then holds the FP32 artifact); empty otherwise.
+        validation_samples: How many validation samples the budget was measured on.
+    """
+
+    fmt: str
+    method: str
+    budget: float
+    attempts: list[Attempt] = field(default_factory=list)
+    chosen: int | None = None
+    declined: str = ""
+    validation_samples: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict for ``edgetl.json``'s ``quantization`` entry."""
+        return {
+            "format": self.fmt,
+            "method": self.method,
+            "budget_points": self.budget,
+            "validation_samples": self.validation_samples,
+            "attempts": [a.to_dict() for a in self.attempts],
+            "chosen": None if self.chosen is None else self.attempts[self.chosen].step,
+            "declined": self.declined or None,
+        }

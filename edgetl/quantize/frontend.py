@@ -1,0 +1,264 @@
+"""One front end for INT8 in every format: walk an accuracy ladder until a budget holds, then check it pays.
+
+:func:`quantize_artifact` takes the FP32 artifact a format's exporter wrote, tries the rungs of that
+format's ladder in order (cheapest first), measures each candidate's accuracy on validation batches against
+the FP32 artifact's, and keeps the first within ``budget`` points. The ladders:
+
+========  =======  ==================================================================================
+format    method   rungs
+========  =======  ==================================================================================
+onnx      static   QDQ per-channel MinMax -> Percentile -> Entropy calibration -> the 1, 2, 4, 8, 16
+                   most sensitive tensors kept in float (ranked by ONNX Runtime's qdq_loss_debug)
+onnx      dynamic  per-channel int8 weights -> the most sensitive MatMuls kept in float (needs calibration
+                   batches to rank them)
+openvino  static   NNCF PTQ (performance preset) -> mixed preset (asymmetric activations) -> NNCF
+                   accuracy control, which reverts the most sensitive ops to float until the budget holds
+tflite    static   full INT8 (calibrated activations) -> dynamic-range INT8 (activations kept float)
+tflite    dynamic  dynamic-range INT8
+========  =======  ==================================================================================
+
+When no rung meets the budget the caller keeps the FP32 artifact and the result says so. Quantization-aware
+training is not a rung in this version. :func:`time_pair` then times the kept INT8 artifact against its FP32
+twin, interleaved, so the bundle can say plainly when INT8 is not faster on this machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.errors import ConfigError, EdgetlError
+from edgetl.quantize.base import Attempt, CalibBatches, LabelledBatches, QuantizeResult
+from edgetl.verify import Predictor
+
+log = logging.getLogger("edgetl")
+
+METHODS = ("auto", "dynamic", "static")
+#: Formats whose INT8 can be made without calibration data (weights only).
+DYNAMIC_FORMATS = ("onnx", "tflite")
+SENSITIVE_COUNTS = (1, 2, 4, 8, 16)
+DEFAULT_BUDGET = 1.0
+CALIB_HINT = ("make a calibration set with `edgetl calibrate --run RUN --out calib/NAME` (or --data DATA) "
+              "and pass it with --calib calib/NAME")
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One candidate of a ladder: its name and how to build it into a folder."""
+
+    step: str
+    build: Callable[[Path], dict[str, Any]]
+
+
+def resolve_method(method: str, fmt: str, *, text: bool, has_calib: bool) -> str:
+    """The concrete method for ``auto`` (text: dynamic where the format has it; images: static), checked.
+
+    Raises:
+        ConfigError: Unknown method, dynamic for a format without it, or static without calibration data.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown quantization method {method!r}", f"choose one of: {', '.join(METHODS)}")
+    if method == "auto":
+        method = "dynamic" if text and fmt in DYNAMIC_FORMATS else "static"
+    if method == "dynamic" and fmt not in DYNAMIC_FORMATS:
+        raise ConfigError(f"{fmt} has no dynamic INT8", "use --method static with a calibration set (--calib)")
+    if method == "static" and not has_calib:
+        raise ConfigError(f"static INT8 ({fmt}) needs calibration data and none was given", CALIB_HINT)
+    return method
+
+
+def quantize_artifact(
+    fmt: str,
+    fp32_path: Path,
+    *,
+    method: str,
+    text: bool,
+    calib: CalibBatches | None,
+    validation: LabelledBatches,
+    budget: float,
+    predictor: Callable[[Path], Predictor],
+    workdir: Path,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[QuantizeResult, Path | None, dict[str, Any] | None]:
+    """Walk ``fmt``'s ladder from the FP32 artifact until a candidate is within ``budget`` points of it.
+
+    Args:
+        fmt: ``onnx``, ``openvino`` or ``tflite``.
+        fp32_path: The FP32 artifact (``model.onnx``, ``model.xml`` with its ``.bin``, ``model.tflite``).
+        method: ``dynamic`` or ``static`` (see :func:`resolve_method`).
+        text: Whether the model is a text model (NNCF's transformer scheme, padded calibration).
+        calib: Preprocessed calibration batches (required for static; ranks layers for dynamic ONNX).
+        validation: Preprocessed validation batches with labels: the budget is measured on them.
+        budget: Largest accepted accuracy drop against the FP32 artifact, in points.
+        predictor: Builds a predictor for an artifact file of this format.
+        workdir: Scratch folder; each rung writes ``workdir/rung<i>/<file name>``.
+        progress: Called with a one-line status before each rung.
+
+    Returns:
+        The result (every rung tried, the kept one or why none), the kept candidate's file (in ``workdir``)
+        or None, and the kept candidate's facts or None.
+    """
+    reference = accuracy(predictor(fp32_path), validation)
+    n = sum(len(labels) for _, labels in validation)
+    result = QuantizeResult(fmt=fmt, method=method, budget=budget, validation_samples=n)
+    log.info("INT8 budget: <= %.2f points below FP32 (%.2f%% on %d validation samples)", budget, 100 * reference, n)
+    best: tuple[float, int, Path, dict[str, Any]] | None = None
+    for index, rung in enumerate(_ladder(fmt, method, fp32_path, text, calib, validation, budget, workdir)):
+        if progress is not None:
+            progress(f"INT8 rung {index + 1}: {rung.step}")
+        folder = workdir / f"rung{index}"
+        folder.mkdir(parents=True, exist_ok=True)
+        candidate = folder / fp32_path.name
+        started = time.perf_counter()
+        try:
+            facts = rung.build(candidate)
+            acc = accuracy(predictor(candidate), validation)
+        except EdgetlError as exc:
+            result.attempts.append(Attempt(rung.step, {}, None, reference, False, exc.one_line()))
+            log.warning("INT8 %s failed: %s", rung.step, exc.one_line())
+            continue
+        ok = 100 * (reference - acc) <= budget + 1e-9
+        attempt = Attempt(rung.step, facts, acc, reference, ok, "" if ok else "over budget")
+        result.attempts.append(attempt)
+        log.info("INT8 %-38s accuracy %.2f%% (drop %+.2f points) %s [%.0f s]", rung.step, 100 * acc,
+                 attempt.drop, "ok" if ok else "over budget", time.perf_counter() - started)
+        if best is None or acc > best[0]:
+            best = (acc, index, candidate, facts)
+        if ok:
+            result.chosen = len(result.attempts) - 1
+            return result, candidate, facts
+    tried = ", ".join(a.step for a in result.attempts)
+    best_text = f"; best was {100 * (reference - best[0]):.2f} points below" if best is not None else ""
+    result.declined = f"no INT8 candidate met the {budget:g}-point budget ({tried}){best_text}: kept FP32"
+    log.warning("%s", result.declined)
+    return result, None, None
+
+
+def accuracy(predict: Predictor, validation: LabelledBatches) -> float:
+    """Top-1 accuracy of ``predict`` over labelled batches."""
+    hits = total = 0
+    for inputs, labels in validation:
+        hits += int(np.sum(np.asarray(predict(inputs)).argmax(axis=1) == np.asarray(labels)))
+        total += len(labels)
+    return hits / max(total, 1)
+
+
+def _ladder(
+    fmt: str, method: str, fp32: Path, text: bool, calib: CalibBatches | None, validation: LabelledBatches,
+    budget: float, workdir: Path,
+) -> Iterator[Rung]:
+    if fmt == "onnx":
+        yield from _onnx_rungs(method, fp32, calib, workdir)
+    elif fmt == "openvino":
+        yield from _openvino_rungs(fp32, text, calib or [], validation, budget)
+    elif fmt == "tflite":
+        yield from _tflite_rungs(method, fp32, calib or [])
+    else:
+        raise ConfigError(f"no INT8 ladder for format {fmt!r}")
+
+
+def _onnx_rungs(method: str, fp32: Path, calib: CalibBatches | None, workdir: Path) -> Iterator[Rung]:
+    from edgetl.quantize.onnx_dynamic import quantize_onnx_dynamic
+    from edgetl.quantize.onnx_static import (
+        CALIBRATION_METHODS,
+        nodes_to_keep_float,
+        quantize_onnx_static,
+        sensitivity,
+    )
+
+    cache = workdir / "ranges"
+    cache.mkdir(parents=True, exist_ok=True)
+    if method == "dynamic":
+        yield Rung("dynamic, per-channel", lambda p: quantize_onnx_dynamic(fp32, p))
+        if not calib:
+            return
+        ranking = sensitivity(fp32, calib)
+        for count in SENSITIVE_COUNTS:
+            nodes = nodes_to_keep_float([r for r in ranking if _is_matmul(r.nodes)], count)
+            yield Rung(f"dynamic, {len(nodes)} sensitive layers float",
+                       lambda p, nodes=nodes: quantize_onnx_dynamic(fp32, p, exclude=nodes))
+        return
+    assert calib is not None
+    for name in CALIBRATION_METHODS:
+        yield Rung(f"static, per-channel, {name}",
+                   lambda p, name=name: quantize_onnx_static(fp32, p, calib, calibration=name, cache_dir=cache))
+    ranking = sensitivity(fp32, calib)
+    seen: set[tuple[str, ...]] = set()
+    for count in SENSITIVE_COUNTS:
+        nodes = tuple(nodes_to_keep_float(ranking, count))
+        if not nodes or nodes in seen:
+            continue
+        seen.add(nodes)
+        yield Rung(f"static, {len(nodes)} sensitive layers float",
+                   lambda p, nodes=nodes: quantize_onnx_static(fp32, p, calib, calibration="percentile",
+                                                               exclude=nodes, cache_dir=cache))
+
+
+def _is_matmul(nodes: tuple[str, ...]) -> bool:
+    return any("MatMul" in n or "Gemm" in n for n in nodes)
+
+
+def _openvino_rungs(
+    fp32: Path, text: bool, calib: CalibBatches, validation: LabelledBatches, budget: float
+) -> Iterator[Rung]:
+    from edgetl.quantize import openvino_nncf as nncf_backend
+
+    yield Rung("NNCF PTQ, performance preset",
+               lambda p: nncf_backend.quantize_ptq(fp32, p, calib, text=text, preset="performance"))
+    yield Rung("NNCF PTQ, mixed preset",
+               lambda p: nncf_backend.quantize_ptq(fp32, p, calib, text=text, preset="mixed"))
+    yield Rung("NNCF accuracy control",
+               lambda p: nncf_backend.quantize_accuracy_control(fp32, p, calib, validation, text=text,
+                                                                 max_drop_points=budget))
+
+
+def _tflite_rungs(method: str, fp32: Path, calib: CalibBatches) -> Iterator[Rung]:
+    from edgetl.quantize import tflite_int8
+
+    if method == "static":
+        yield Rung("full INT8, calibrated", lambda p: tflite_int8.quantize_static(fp32, p, calib))
+    yield Rung("dynamic-range INT8", lambda p: tflite_int8.quantize_dynamic(fp32, p))
+
+
+def copy_artifact(candidate: Path, target: Path) -> None:
+    """Copy a candidate's model file (and an OpenVINO ``.bin`` beside it) to ``target``'s name and folder."""
+    shutil.copyfile(candidate, target)
+    weights = candidate.with_suffix(".bin")
+    if weights.is_file():
+        shutil.copyfile(weights, target.with_suffix(".bin"))
+
+
+def artifact_size(path: Path) -> int:
+    """Bytes of a model file plus its OpenVINO ``.bin``, if any."""
+    weights = path.with_suffix(".bin")
+    return path.stat().st_size + (weights.stat().st_size if weights.is_file() else 0)
+
+
+def time_pair(
+    fp32: Predictor, int8: Predictor, inputs: Any, *, rounds: int = 30, warmup: int = 3
+) -> dict[str, float | bool]:
+    """Median latency of the FP32 and INT8 artifacts on the same inputs, interleaved so noise hits both alike.
+
+    Returns:
+        ``fp32_ms``, ``int8_ms``, ``speedup`` (FP32 time / INT8 time) and ``faster`` (speedup > 1.05).
+    """
+    for _ in range(warmup):
+        fp32(inputs), int8(inputs)
+    times: dict[str, list[float]] = {"fp32": [], "int8": []}
+    for _ in range(rounds):
+        for name, run in (("fp32", fp32), ("int8", int8)):
+            started = time.perf_counter()
+            run(inputs)
+            times[name].append(1e3 * (time.perf_counter() - started))
+    fp32_ms, int8_ms = statistics.median(times["fp32"]), statistics.median(times["int8"])
+    speedup = fp32_ms / int8_ms if int8_ms > 0 else float("inf")
+    return {"fp32_ms": round(fp32_ms, 4), "int8_ms": round(int8_ms, 4), "speedup": round(speedup, 3),
+            "faster": speedup > 1.05}

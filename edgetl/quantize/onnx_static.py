@@ -1,0 +1,316 @@
+"""Static INT8 for ONNX models with ONNX Runtime: QDQ graphs, weights and activations calibrated ahead of time.
+
+``quantize_static`` writes QuantizeLinear/DequantizeLinear pairs around every quantized op (the QDQ format
+ONNX Runtime's CPU kernels fuse); activation ranges come from running the calibration batches through the
+FP32 graph with one of three methods:
+
+- ``minmax``: the observed range (fast; one outlier widens it for every value);
+- ``percentile``: the 99.999th percentile of absolute values (clips rare outliers);
+- ``entropy``: the range that minimises the KL divergence of the quantized histogram (TensorRT's method).
+
+Weights are int8, per output channel by default; activations uint8 (ONNX Runtime's advice for x86), weights
+7-bit (``reduce_range``) so that x86 CPUs without VNNI cannot saturate their u8 x s8 multiply-add.
+
+:func:`sensitivity` ranks the graph's tensors by how much quantizing each one alone distorts it (signal to
+quantization noise ratio, from ONNX Runtime's ``qdq_loss_debug``), so the accuracy ladder can keep the worst
+ones in float. :func:`quantize_onnx_fp16` is the FP16 variant (float16 weights and compute, float32 I/O).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.errors import ExportError
+from edgetl.quantize.base import CalibBatches
+
+log = logging.getLogger("edgetl")
+
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+#: Ops whose inputs, weights and outputs are quantized (the rest run in float between them).
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm", "Add", "Mul", "Relu", "Clip", "HardSigmoid", "HardSwish",
+                 "GlobalAveragePool", "AveragePool", "MaxPool", "Concat", "Reshape", "Flatten", "Transpose",
+                 "Squeeze", "Unsqueeze", "Sigmoid", "Softmax", "Gather", "Where")
+#: Ops whose weights carry nearly all of the model; sensitivity exclusions are made of these.
+WEIGHTED_OPS = ("Conv", "MatMul", "Gemm")
+PERCENTILE = 99.999
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader protocol over preprocessed batches (restartable)."""
+
+    def __init__(self, batches: CalibBatches, input_names: Sequence[str]) -> None:
+        self.batches, self.input_names = list(batches), list(input_names)
+        self._it: Iterator[Any] = iter(self.batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._it, None)
+        if batch is None:
+            return None
+        if isinstance(batch, dict):
+            return {k: np.ascontiguousarray(v, np.int64) for k, v in batch.items() if k in self.input_names}
+        return {self.input_names[0]: np.ascontiguousarray(batch, np.float32)}
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        self.rewind()
+        while (feed := self.get_next()) is not None:
+            yield feed
+
+    def rewind(self) -> None:
+        self._it = iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _input_names(path: Path) -> list[str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {t.name for t in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in initializers]
+
+
+def pad_text_batches(batches: CalibBatches) -> list[Any]:
+    """Text batches padded (with mask 0) to one common length, so calibration sees one shape per tensor."""
+    if not batches or not isinstance(batches[0], dict):
+        return list(batches)
+    length = max(b["input_ids"].shape[1] for b in batches)
+    out = []
+    for b in batches:
+        pad = length - b["input_ids"].shape[1]
+        out.append({k: np.pad(np.asarray(v, np.int64), ((0, 0), (0, pad))) for k, v in b.items()})
+    return out
+
+
+def even_batches(batches: CalibBatches, size: int = 32) -> list[Any]:
+    """The same samples in batches of one size (histogram calibration stacks every batch into one array).
+
+    Uses the largest batch size up to ``size`` that divides the sample count; when that is below 8 (a prime
+    count, say), the last few samples are left out instead of running one sample at a time.
+    """
+    batches = pad_text_batches(batches)
+    if not batches:
+        return []
+    if isinstance(batches[0], dict):
+        joined: Any = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+        total = len(joined["input_ids"])
+    else:
+        joined = np.concatenate(batches)
+        total = len(joined)
+    step = max(d for d in range(1, min(size, total) + 1) if total % d == 0)
+    if step < 8 <= total:
+        step, total = min(size, total), total - total % min(size, total)
+    if isinstance(joined, dict):
+        return [{k: v[i:i + step] for k, v in joined.items()} for i in range(0, total, step)]
+    return [joined[i:i + step] for i in range(0, total, step)]
+
+
+def quantize_onnx_static(
+    src: str | Path,
+    dst: str | Path,
+    calib: CalibBatches,
+    *,
+    calibration: str = "minmax",
+    per_channel: bool = True,
+    exclude: Sequence[str] = (),
+    reduce_range: bool = True,
+    cache_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Write a static-INT8 QDQ copy of the FP32 ONNX model ``src`` to ``dst``.
+
+    Args:
+        src: FP32 ``.onnx`` file (weights inline).
+        dst: Output file.
+        calib: Preprocessed calibration batches (see :mod:`edgetl.quantize.base`).
+        calibration: ``minmax``, ``percentile`` or ``entropy`` (see the module notes).
+        per_channel: One weight scale per output channel instead of per tensor.
+        exclude: Node names left in float (from :func:`sensitivity`).
+        reduce_range: 7-bit weights (safe on x86 CPUs without VNNI).
+        cache_dir: Folder for calibration caches: ranges measured once per method and ``src`` are reused
+            when only ``exclude`` changes.
+
+    Returns:
+        Facts for the bundle: tool, method, calibration, granularity, types, excluded nodes, sample count.
+
+    Raises:
+        ExportError: Unknown calibration method, no calibration data, or ONNX Runtime failed.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if calibration not in CALIBRATION_METHODS:
+        raise ExportError(f"unknown calibration method {calibration!r}", f"choose one of {CALIBRATION_METHODS}")
+    if not calib:
+        raise ExportError("static INT8 needs calibration data and got none",
+                          "make a calibration set with `edgetl calibrate` and pass it with --calib")
+    batches = even_batches(calib)
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[calibration]
+    extra = {"CalibPercentile": PERCENTILE} if calibration == "percentile" else {}
+    if calibration != "minmax":
+        extra["CalibTensorRangeSymmetric"] = False
+    cache = Path(cache_dir) / f"ranges-{calibration}.json" if cache_dir is not None else None
+    with tempfile.TemporaryDirectory(prefix="edgetl-qdq-") as tmp:
+        prepared = _prepare(Path(src), Path(tmp) / "prepared.onnx")
+        try:
+            with _quiet():
+                quantize_static(str(prepared), str(dst), _Reader(batches, _input_names(prepared)),
+                                quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=list(exclude) or None,
+                                calibrate_method=method, extra_options=extra,
+                                calibration_cache_path=str(cache) if cache is not None else None)
+        except Exception as exc:  # onnxruntime.quantization raises plain exceptions of many kinds
+            raise ExportError(f"static INT8 quantization failed: {_first_line(exc)}",
+                              "try another --calibration method, or export fp32") from None
+    return {
+        "tool": f"onnxruntime {_ort_version()}", "method": "static", "format": "QDQ",
+        "calibration": calibration, "weights": "int8 per channel" if per_channel else "int8 per tensor",
+        "activations": "uint8", "reduce_range": reduce_range, "excluded": list(exclude),
+        "calibration_samples": int(sum(_batch_len(b) for b in batches)),
+    }
+
+
+def _prepare(src: Path, out: Path) -> Path:
+    """ONNX Runtime's pre-processing (graph optimisation, shape inference), as its quantization guide advises."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
+    except Exception as exc:  # a graph it cannot optimise is still quantizable as exported
+        log.debug("quant_pre_process skipped: %s", _first_line(exc))
+        return src
+    return out
+
+
+@dataclass(frozen=True)
+class Sensitive:
+    """One tensor of the graph and what quantizing it alone costs.
+
+    Attributes:
+        tensor: The tensor's name (an activation or a weight).
+        sqnr_db: Signal to quantization noise ratio in dB (lower: more damage).
+        nodes: The weighted nodes to keep in float to keep this tensor float (its producer and consumers).
+    """
+
+    tensor: str
+    sqnr_db: float
+    nodes: tuple[str, ...]
+
+
+def sensitivity(
+    src: str | Path, calib: CalibBatches, *, calibration: str = "minmax", per_channel: bool = True,
+    max_batches: int = 4,
+) -> list[Sensitive]:
+    """Rank the FP32 model's quantized tensors from most to least damaged by INT8 (ONNX Runtime's qdq_loss_debug).
+
+    Quantizes ``src`` once, runs a few calibration batches through both graphs and measures, per activation
+    and weight tensor, the noise quantizing that tensor alone adds. Tensors not touching a weighted node are
+    left out (keeping them float alone would not remove any integer op).
+
+    Args:
+        src: FP32 ``.onnx`` file.
+        calib: Calibration batches (the first ``max_batches`` are used to measure).
+        calibration: The calibration method of the quantized graph to analyse.
+        per_channel: Weight granularity of that graph.
+        max_batches: Batches run through both graphs.
+
+    Returns:
+        The ranking, lowest SQNR first.
+    """
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        compute_weight_error,
+        create_activation_matching,
+        create_weight_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    batches = even_batches(calib)[:max_batches]
+    with tempfile.TemporaryDirectory(prefix="edgetl-sensitivity-") as tmp:
+        tmp_path = Path(tmp)
+        prepared = _prepare(Path(src), tmp_path / "prepared.onnx")
+        qdq = tmp_path / "qdq.onnx"
+        quantize_onnx_static(prepared, qdq, batches, calibration=calibration, per_channel=per_channel)
+        names = _input_names(prepared)
+        try:
+            with _quiet():
+                modify_model_output_intermediate_tensors(str(prepared), str(tmp_path / "float_aug.onnx"))
+                modify_model_output_intermediate_tensors(str(qdq), str(tmp_path / "qdq_aug.onnx"))
+                float_acts = collect_activations(str(tmp_path / "float_aug.onnx"), _Reader(batches, names))
+                qdq_acts = collect_activations(str(tmp_path / "qdq_aug.onnx"), _Reader(batches, names))
+                act_errors = compute_activation_error(create_activation_matching(qdq_acts, float_acts))
+                weight_errors = compute_weight_error(create_weight_matching(str(prepared), str(qdq)))
+        except Exception as exc:  # debugging helpers of onnxruntime: plain exceptions
+            raise ExportError(f"sensitivity analysis failed: {_first_line(exc)}",
+                              "quantize without excluding layers, or export fp32") from None
+        graph = onnx.load(str(prepared), load_external_data=False).graph
+    weighted = [n for n in graph.node if n.op_type in WEIGHTED_OPS]
+    ranking = []
+    for tensor, errors in act_errors.items():
+        nodes = tuple(n.name for n in weighted if tensor in n.input or tensor in n.output)
+        if nodes:
+            ranking.append(Sensitive(tensor, float(errors["qdq_err"]), nodes))
+    for tensor, sqnr in weight_errors.items():
+        nodes = tuple(n.name for n in weighted if tensor in n.input)
+        if nodes:
+            ranking.append(Sensitive(tensor, float(sqnr), nodes))
+    ranking.sort(key=lambda s: s.sqnr_db)
+    return ranking
+
+
+def nodes_to_keep_float(ranking: Sequence[Sensitive], count: int) -> list[str]:
+    """The weighted nodes of the ``count`` most damaged tensors, without repeats, in ranking order."""
+    out: list[str] = []
+    for item in ranking[:count]:
+        out.extend(n for n in item.nodes if n not in out)
+    return out
+
+
+def quantize_onnx_fp16(src: str | Path, dst: str | Path) -> dict[str, Any]:
+    """Write an FP16 copy of the FP32 ONNX model ``src``: float16 weights and compute, float32 inputs and outputs.
+
+    Raises:
+        ExportError: The conversion failed.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    try:
+        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+        onnx.save(model, str(dst))
+    except Exception as exc:  # onnx / onnxruntime.transformers: plain exceptions
+        raise ExportError(f"FP16 conversion failed: {_first_line(exc)}", "export fp32 instead") from None
+    return {"tool": f"onnxruntime {_ort_version()}", "method": "fp16", "weights": "float16", "io": "float32"}
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence ONNX Runtime's calibrators, which print progress to stdout (edgetl draws its own)."""
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
+def _batch_len(batch: Any) -> int:
+    return len(batch["input_ids"]) if isinstance(batch, dict) else len(batch)
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
