@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,14 @@ class ExportStage:
     precision: str = "fp32"
     verify_limit: int | None = None
     opset: int = 18
+    #: INT8: ``auto``, ``dynamic`` or ``static`` (see ``edgetl export --method``).
+    method: str = "auto"
+    #: INT8: accuracy budget in points (default 1.0).
+    max_accuracy_drop: float | None = None
+    #: INT8: calibration recipe YAML (default: the built-in recipe, 300 stratified training samples).
+    calibration: str | None = None
+    #: INT8: keep the FP32 bundle when INT8 meets the budget but is not faster on this machine.
+    prefer_faster: bool = True
 
 
 @dataclass
@@ -99,7 +108,6 @@ def _folder_identity(path: str) -> Any:
 def build_stages(recipe: Recipe) -> list[Stage]:
     """The recipe's stages in order."""
     from edgetl.bench.runner import bench_bundle
-    from edgetl.export import export
     from edgetl.report.markdown import write_report
     from edgetl.runfolder import load_run
     from edgetl.train.finetune import finetune
@@ -114,8 +122,7 @@ def build_stages(recipe: Recipe) -> list[Stage]:
               lambda out: finetune(recipe.finetune, out, overwrite=True)),
         Stage("export", bundle,
               lambda: [load_run(run_dir).fingerprint(), vars(ex)],
-              lambda out: export(run_dir, ex.format, out, precision=ex.precision, overwrite=True,
-                                 verify_limit=ex.verify_limit, opset=ex.opset)),
+              lambda out: export_stage(run_dir, ex, out)),
     ]
     if be is not None:
         stages.append(Stage(
@@ -130,6 +137,40 @@ def build_stages(recipe: Recipe) -> list[Stage]:
                      if p.is_file()],
             lambda out: write_report(run_dir, bundle, bench_json if be is not None else None, out)))
     return stages
+
+
+def export_stage(run_dir: Path, ex: ExportStage, out: Path) -> Path:
+    """Export the run as the recipe says; for INT8, keep the faster artifact that meets the budget.
+
+    INT8 is exported beside ``out`` (``<out>-int8``) with a calibration set made from the run's training split
+    (cached in ``<workdir>/calibration``). When INT8 was declined, or met the budget without being faster
+    than FP32 here (and ``prefer_faster``), ``out`` holds the FP32 bundle and the log says why; otherwise
+    ``out`` holds the INT8 bundle.
+    """
+    from edgetl.export import export
+
+    common = {"overwrite": True, "verify_limit": ex.verify_limit, "opset": ex.opset}
+    if ex.precision != "int8":
+        return export(run_dir, ex.format, out, precision=ex.precision, **common)
+    from edgetl.quantize.calibration import CalibrationRecipe, calibration_for_run
+
+    recipe = CalibrationRecipe.from_yaml(ex.calibration) if ex.calibration else CalibrationRecipe()
+    calib = calibration_for_run(run_dir, recipe, out=Path(run_dir).parent / "calibration", overwrite=True)
+    int8_out = out.with_name(f"{out.name}-int8")
+    export(run_dir, ex.format, int8_out, precision="int8", calib=calib.path, method=ex.method,
+           max_accuracy_drop=ex.max_accuracy_drop, **common)
+    q = read_json(int8_out / "edgetl.json")["quantization"]
+    speed = q.get("speed") or {}
+    if q["declined"] or (ex.prefer_faster and not speed.get("faster", False)):
+        why = q["declined"] or (f"INT8 met the budget but is not faster here ({speed['int8_ms']:.2f} ms vs "
+                                f"{speed['fp32_ms']:.2f} ms FP32 at batch 1)")
+        log.warning("%s: the recipe's bundle is FP32 (the INT8 bundle stays in %s)", why, int8_out)
+        return export(run_dir, ex.format, out, precision="fp32", **common)
+    if out.exists():
+        shutil.rmtree(out)
+    int8_out.rename(out)
+    log.info("INT8 kept: %.2fx faster than FP32 here", speed["speedup"])
+    return out
 
 
 def run_recipe(recipe: Recipe, force: bool = False) -> dict[str, str]:

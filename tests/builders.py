@@ -22,7 +22,7 @@ def make_image_folder(root: Path, per_class: int = 8) -> Path:
     return root
 
 
-def make_run(root: Path, backbone: str = "mobilenet_v3_small", size: int = 64) -> Path:
+def make_run(root: Path, backbone: str = "mobilenet_v3_small", size: int = 64, per_class: int = 8) -> Path:
     """A run folder holding a random-init ``backbone`` at ``size`` px with meaningful, varied logits.
 
     Batch-norm statistics are re-estimated on random inputs so activations keep their spread (the
@@ -35,7 +35,7 @@ def make_run(root: Path, backbone: str = "mobilenet_v3_small", size: int = 64) -
     from edgetl.models import build_classifier, default_spec
     from edgetl.runfolder import save_run_files
 
-    images = make_image_folder(root / "images")
+    images = make_image_folder(root / "images", per_class)
     torch.manual_seed(0)
     model, _ = build_classifier(backbone, len(LABELS), pretrained=False)
     _calibrate_batchnorm(model, torch, size)
@@ -110,3 +110,40 @@ def predict_in_fresh_python(bundle: Path, items: list, *, top_k: int = 1, thread
     args = json.dumps([str(bundle), [str(item) for item in items], top_k, threads, HEAVY_MODULES])
     proc = subprocess.run([sys.executable, "-c", _FRESH_APP, args], capture_output=True, text=True, check=True)
     return json.loads(proc.stdout)
+
+
+#: The hub models' shapes (their config.json), for architecture stand-ins of registered text backbones.
+TEXT_ARCHITECTURES = {
+    "distilbert": {"dim": 768, "n_heads": 12, "hidden_dim": 3072, "max_position_embeddings": 512},
+    "bert": {"hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512},
+}
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def make_text_standin(folder: Path, model_type: str, layers: int = 2, seed: int = 0, **config) -> Path:
+    """A text model folder with ``model_type``'s transformers architecture ("distilbert" or "bert") at its
+    hub model's width, heads and 30,522-token uncased vocabulary, but only ``layers`` layers, random-init
+    with ``seed`` (``model.safetensors``), and the packaged MiniLM's tokenizer (bert-base-uncased's vocab).
+    ``config`` overrides other config fields (``initializer_range``...).
+
+    It exercises an architecture's path (training, export, runtime), not any pretrained weights.
+    """
+    import shutil
+
+    import torch
+    import transformers
+
+    from edgetl.models.text import TEXT_BACKBONES
+
+    config_class, model_class = {
+        "distilbert": (transformers.DistilBertConfig, transformers.DistilBertModel),
+        "bert": (transformers.BertConfig, transformers.BertModel),
+    }[model_type]
+    depth = {"n_layers": layers} if model_type == "distilbert" else {"num_hidden_layers": layers}
+    config = config_class(**{"vocab_size": 30522, **TEXT_ARCHITECTURES[model_type], **depth, **config})
+    torch.manual_seed(seed)
+    model_class(config).save_pretrained(folder, safe_serialization=True)
+    packaged = TEXT_BACKBONES.get("minilm_l6").locate_packaged()
+    for name in _TOKENIZER_FILES:
+        shutil.copy(packaged / name, folder / name)
+    return folder

@@ -146,7 +146,7 @@ def export(
     plan = None
     if precision == "int8":
         plan = Int8Plan.make(run, fmt, spec, calib=calib, method=method, budget=limits.max_accuracy_drop,
-                             budget_samples=budget_samples)
+                             budget_samples=budget_samples, min_agreement=limits.min_agreement)
     with staged_dir(out, overwrite) as stage:
         if spec.is_text:
             _copy_tokenizer(run, stage)
@@ -154,10 +154,12 @@ def export(
         model = run.model()
         quantization = None
         if plan is not None:
-            artifact_info, quantization = plan.execute(exporter, model, stage, model_path, opset=opset, progress=progress)
-            if quantization["declined"]:
-                precision, limits = "fp32", limits_for("fp32", max_abs_diff=max_abs_diff, min_agreement=min_agreement,
-                                                       max_rel_diff=max_rel_diff)
+            artifact_info, quantization = plan.execute(exporter, model, stage, model_path, opset=opset,
+                                                       progress=progress)
+            if quantization["declined"]:  # the bundle holds the FP32 artifact: judge it as FP32
+                precision = "fp32"
+                limits = limits_for(precision, max_abs_diff=max_abs_diff, min_agreement=min_agreement,
+                                    max_rel_diff=max_rel_diff)
         else:
             artifact_info = exporter.convert(model, spec, model_path, opset=opset, precision=precision)
         verification = None

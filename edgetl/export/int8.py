@@ -47,6 +47,7 @@ class Int8Plan:
         method: ``dynamic`` or ``static``.
         calib_path: The calibration set folder, or None.
         budget: Largest accepted validation-accuracy drop against FP32, in points.
+        min_agreement: Smallest top-1 agreement with FP32 a rung needs (the verification's own floor).
         budget_samples: Validation samples the budget is measured on.
     """
 
@@ -57,11 +58,12 @@ class Int8Plan:
     calib_path: Path | None
     budget: float
     budget_samples: int
+    min_agreement: float = 0.0
 
     @classmethod
     def make(
         cls, run: Run, fmt: str, spec: ModelSpec, *, calib: str | Path | None, method: str, budget: float | None,
-        budget_samples: int,
+        budget_samples: int, min_agreement: float = 0.0,
     ) -> Int8Plan:
         """Check the options against the run; raises ConfigError/DataError with a hint on bad input."""
         calib_path = Path(calib) if calib is not None else None
@@ -71,7 +73,7 @@ class Int8Plan:
         if budget_samples < 1:
             raise DataError(f"budget_samples must be >= 1, got {budget_samples}")
         return cls(run, fmt, spec, method, calib_path,
-                   DEFAULT_BUDGET if budget is None else float(budget), budget_samples)
+                   DEFAULT_BUDGET if budget is None else float(budget), budget_samples, min_agreement)
 
     def execute(
         self, exporter: Exporter, model: Any, stage: Path, model_path: Path, *, opset: int, progress: bool
@@ -95,6 +97,7 @@ class Int8Plan:
             result, kept, kept_facts = quantize_artifact(
                 self.fmt, fp32_path, method=self.method, text=self.spec.is_text, calib=calib,
                 validation=validation, budget=self.budget, predictor=exporter.predictor, workdir=Path(tmp) / "ladder",
+                min_agreement=self.min_agreement,
                 progress=(lambda line: log.info("%s", line)) if progress else None)
             entry = result.to_dict()
             entry["calibration"] = str(self.calib_path) if self.calib_path is not None else None

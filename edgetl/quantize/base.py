@@ -35,8 +35,9 @@ class Attempt:
         settings: What the backend did (method, calibration, excluded layers...), JSON-ready.
         accuracy: The candidate's validation accuracy (0..1), or None when it failed to build.
         reference_accuracy: The FP32 artifact's accuracy on the same samples.
-        ok: Whether it met the budget.
+        ok: Whether it met the budget (and the agreement floor).
         note: Why it failed, when it did.
+        agreement: Top-1 agreement with the FP32 artifact (0..1), or None when it failed to build.
     """
 
     step: str
@@ -45,6 +46,7 @@ class Attempt:
     reference_accuracy: float
     ok: bool
     note: str = ""
+    agreement: float | None = None
 
     @property
     def drop(self) -> float | None:

@@ -11,8 +11,9 @@ onnx      static   QDQ per-channel MinMax -> Percentile -> Entropy calibration -
                    most sensitive tensors kept in float (ranked by ONNX Runtime's qdq_loss_debug)
 onnx      dynamic  per-channel int8 weights -> the most sensitive MatMuls kept in float (needs calibration
                    batches to rank them)
-openvino  static   NNCF PTQ (performance preset) -> mixed preset (asymmetric activations) -> NNCF
-                   accuracy control, which reverts the most sensitive ops to float until the budget holds
+openvino  static   NNCF PTQ (performance preset) -> mixed preset (asymmetric activations) with global
+                   min/max ranges -> NNCF accuracy control, which reverts the most sensitive ops to float
+                   until the budget holds
 tflite    static   full INT8 (calibrated activations) -> dynamic-range INT8 (activations kept float)
 tflite    dynamic  dynamic-range INT8
 ========  =======  ==================================================================================
@@ -86,6 +87,7 @@ def quantize_artifact(
     budget: float,
     predictor: Callable[[Path], Predictor],
     workdir: Path,
+    min_agreement: float = 0.0,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[QuantizeResult, Path | None, dict[str, Any] | None]:
     """Walk ``fmt``'s ladder from the FP32 artifact until a candidate is within ``budget`` points of it.
@@ -100,14 +102,18 @@ def quantize_artifact(
         budget: Largest accepted accuracy drop against the FP32 artifact, in points.
         predictor: Builds a predictor for an artifact file of this format.
         workdir: Scratch folder; each rung writes ``workdir/rung<i>/<file name>``.
+        min_agreement: Smallest top-1 agreement with the FP32 artifact a candidate needs as well (0..1), so
+            that a candidate the final verification would refuse is not kept.
         progress: Called with a one-line status before each rung.
 
     Returns:
         The result (every rung tried, the kept one or why none), the kept candidate's file (in ``workdir``)
         or None, and the kept candidate's facts or None.
     """
-    reference = accuracy(predictor(fp32_path), validation)
-    n = sum(len(labels) for _, labels in validation)
+    labels = np.concatenate([np.asarray(y) for _, y in validation])
+    fp32_top = predictions(predictor(fp32_path), validation)
+    reference = float(np.mean(fp32_top == labels))
+    n = len(labels)
     result = QuantizeResult(fmt=fmt, method=method, budget=budget, validation_samples=n)
     log.info("INT8 budget: <= %.2f points below FP32 (%.2f%% on %d validation samples)", budget, 100 * reference, n)
     best: tuple[float, int, Path, dict[str, Any]] | None = None
@@ -120,16 +126,19 @@ def quantize_artifact(
         started = time.perf_counter()
         try:
             facts = rung.build(candidate)
-            acc = accuracy(predictor(candidate), validation)
+            top = predictions(predictor(candidate), validation)
         except EdgetlError as exc:
             result.attempts.append(Attempt(rung.step, {}, None, reference, False, exc.one_line()))
             log.warning("INT8 %s failed: %s", rung.step, exc.one_line())
             continue
-        ok = 100 * (reference - acc) <= budget + 1e-9
-        attempt = Attempt(rung.step, facts, acc, reference, ok, "" if ok else "over budget")
+        acc, agreement = float(np.mean(top == labels)), float(np.mean(top == fp32_top))
+        within = 100 * (reference - acc) <= budget + 1e-9
+        ok = within and agreement >= min_agreement
+        note = "" if ok else ("over budget" if not within else f"agreement {agreement:.2%} < {min_agreement:.2%}")
+        attempt = Attempt(rung.step, facts, acc, reference, ok, note, agreement)
         result.attempts.append(attempt)
-        log.info("INT8 %-38s accuracy %.2f%% (drop %+.2f points) %s [%.0f s]", rung.step, 100 * acc,
-                 attempt.drop, "ok" if ok else "over budget", time.perf_counter() - started)
+        log.info("INT8 %-38s accuracy %.2f%% (drop %+.2f points, agreement %.2f%%) %s [%.0f s]", rung.step,
+                 100 * acc, attempt.drop, 100 * agreement, "ok" if ok else note, time.perf_counter() - started)
         if best is None or acc > best[0]:
             best = (acc, index, candidate, facts)
         if ok:
@@ -142,13 +151,9 @@ def quantize_artifact(
     return result, None, None
 
 
-def accuracy(predict: Predictor, validation: LabelledBatches) -> float:
-    """Top-1 accuracy of ``predict`` over labelled batches."""
-    hits = total = 0
-    for inputs, labels in validation:
-        hits += int(np.sum(np.asarray(predict(inputs)).argmax(axis=1) == np.asarray(labels)))
-        total += len(labels)
-    return hits / max(total, 1)
+def predictions(predict: Predictor, validation: LabelledBatches) -> np.ndarray:
+    """Top-1 class of ``predict`` for every sample of the labelled batches, in order."""
+    return np.concatenate([np.asarray(predict(inputs)).argmax(axis=1) for inputs, _ in validation])
 
 
 def _ladder(
@@ -166,6 +171,7 @@ def _ladder(
 
 
 def _onnx_rungs(method: str, fp32: Path, calib: CalibBatches | None, workdir: Path) -> Iterator[Rung]:
+    from edgetl.quantize.onnx_dynamic import OP_TYPES as DYNAMIC_OPS
     from edgetl.quantize.onnx_dynamic import quantize_onnx_dynamic
     from edgetl.quantize.onnx_static import (
         CALIBRATION_METHODS,
@@ -180,9 +186,9 @@ def _onnx_rungs(method: str, fp32: Path, calib: CalibBatches | None, workdir: Pa
         yield Rung("dynamic, per-channel", lambda p: quantize_onnx_dynamic(fp32, p))
         if not calib:
             return
-        ranking = sensitivity(fp32, calib)
+        ranking = [r for r in sensitivity(fp32, calib) if set(r.op_types) & set(DYNAMIC_OPS)]
         for count in SENSITIVE_COUNTS:
-            nodes = nodes_to_keep_float([r for r in ranking if _is_matmul(r.nodes)], count)
+            nodes = nodes_to_keep_float(ranking, count, DYNAMIC_OPS)
             yield Rung(f"dynamic, {len(nodes)} sensitive layers float",
                        lambda p, nodes=nodes: quantize_onnx_dynamic(fp32, p, exclude=nodes))
         return
@@ -202,10 +208,6 @@ def _onnx_rungs(method: str, fp32: Path, calib: CalibBatches | None, workdir: Pa
                                                                exclude=nodes, cache_dir=cache))
 
 
-def _is_matmul(nodes: tuple[str, ...]) -> bool:
-    return any("MatMul" in n or "Gemm" in n for n in nodes)
-
-
 def _openvino_rungs(
     fp32: Path, text: bool, calib: CalibBatches, validation: LabelledBatches, budget: float
 ) -> Iterator[Rung]:
@@ -213,11 +215,13 @@ def _openvino_rungs(
 
     yield Rung("NNCF PTQ, performance preset",
                lambda p: nncf_backend.quantize_ptq(fp32, p, calib, text=text, preset="performance"))
-    yield Rung("NNCF PTQ, mixed preset",
-               lambda p: nncf_backend.quantize_ptq(fp32, p, calib, text=text, preset="mixed"))
+    yield Rung("NNCF PTQ, mixed preset, global ranges",
+               lambda p: nncf_backend.quantize_ptq(fp32, p, calib, text=text, preset="mixed",
+                                                   activation_ranges="global"))
     yield Rung("NNCF accuracy control",
                lambda p: nncf_backend.quantize_accuracy_control(fp32, p, calib, validation, text=text,
-                                                                 max_drop_points=budget))
+                                                                 max_drop_points=budget, preset="mixed",
+                                                                 activation_ranges="global"))
 
 
 def _tflite_rungs(method: str, fp32: Path, calib: CalibBatches) -> Iterator[Rung]:

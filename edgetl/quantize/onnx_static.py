@@ -39,8 +39,6 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm", "Add", "Mul", "Relu", "Clip", "HardSigmoid", "HardSwish",
                  "GlobalAveragePool", "AveragePool", "MaxPool", "Concat", "Reshape", "Flatten", "Transpose",
                  "Squeeze", "Unsqueeze", "Sigmoid", "Softmax", "Gather", "Where")
-#: Ops whose weights carry nearly all of the model; sensitivity exclusions are made of these.
-WEIGHTED_OPS = ("Conv", "MatMul", "Gemm")
 PERCENTILE = 99.999
 
 
@@ -198,12 +196,14 @@ class Sensitive:
     Attributes:
         tensor: The tensor's name (an activation or a weight).
         sqnr_db: Signal to quantization noise ratio in dB (lower: more damage).
-        nodes: The weighted nodes to keep in float to keep this tensor float (its producer and consumers).
+        nodes: The quantized nodes to keep in float to keep this tensor float (its producer and consumers).
+        op_types: The op type of each of ``nodes``.
     """
 
     tensor: str
     sqnr_db: float
     nodes: tuple[str, ...]
+    op_types: tuple[str, ...] = ()
 
 
 def sensitivity(
@@ -213,8 +213,7 @@ def sensitivity(
     """Rank the FP32 model's quantized tensors from most to least damaged by INT8 (ONNX Runtime's qdq_loss_debug).
 
     Quantizes ``src`` once, runs a few calibration batches through both graphs and measures, per activation
-    and weight tensor, the noise quantizing that tensor alone adds. Tensors not touching a weighted node are
-    left out (keeping them float alone would not remove any integer op).
+    and weight tensor, the noise quantizing that tensor alone adds.
 
     Args:
         src: FP32 ``.onnx`` file.
@@ -249,32 +248,78 @@ def sensitivity(
                 modify_model_output_intermediate_tensors(str(qdq), str(tmp_path / "qdq_aug.onnx"))
                 float_acts = collect_activations(str(tmp_path / "float_aug.onnx"), _Reader(batches, names))
                 qdq_acts = collect_activations(str(tmp_path / "qdq_aug.onnx"), _Reader(batches, names))
-                act_errors = compute_activation_error(create_activation_matching(qdq_acts, float_acts))
-                weight_errors = compute_weight_error(create_weight_matching(str(prepared), str(qdq)))
+                act_errors = compute_activation_error(create_activation_matching(qdq_acts, float_acts),
+                                                  err_func=channel_sqnr)
+                weights = {name: match for name, match in create_weight_matching(str(prepared), str(qdq)).items()
+                       if np.asarray(match["float"]).ndim > 1 and np.any(match["float"])}  # biases: int32, exact
+            weight_errors = compute_weight_error(weights)
         except Exception as exc:  # debugging helpers of onnxruntime: plain exceptions
             raise ExportError(f"sensitivity analysis failed: {_first_line(exc)}",
                               "quantize without excluding layers, or export fp32") from None
         graph = onnx.load(str(prepared), load_external_data=False).graph
-    weighted = [n for n in graph.node if n.op_type in WEIGHTED_OPS]
+    quantized = [n for n in graph.node if n.op_type in QUANTIZED_OPS]
     ranking = []
     for tensor, errors in act_errors.items():
-        nodes = tuple(n.name for n in weighted if tensor in n.input or tensor in n.output)
+        nodes = _nodes_keeping_float(quantized, tensor)
         if nodes:
-            ranking.append(Sensitive(tensor, float(errors["qdq_err"]), nodes))
+            ranking.append(Sensitive(tensor, float(errors["qdq_err"]), nodes, _op_types(quantized, nodes)))
     for tensor, sqnr in weight_errors.items():
-        nodes = tuple(n.name for n in weighted if tensor in n.input)
+        nodes = tuple(n.name for n in quantized if tensor in n.input)
         if nodes:
-            ranking.append(Sensitive(tensor, float(sqnr), nodes))
+            ranking.append(Sensitive(tensor, float(sqnr), nodes, _op_types(quantized, nodes)))
     ranking.sort(key=lambda s: s.sqnr_db)
     return ranking
 
 
-def nodes_to_keep_float(ranking: Sequence[Sensitive], count: int) -> list[str]:
-    """The weighted nodes of the ``count`` most damaged tensors, without repeats, in ranking order."""
+def channel_sqnr(before: Sequence[np.ndarray], after: Sequence[np.ndarray], quantile: float = 10.0) -> float:
+    """SQNR in dB of an activation, per channel (axis 1 of 4-D maps, the last axis otherwise), low quantile.
+
+    A whole-tensor SQNR hides a tensor whose few large channels set the quantization step and crush the
+    others (their noise is small next to the large channels' energy); the per-channel figure shows it.
+    Channels that are all zero are left out.
+    """
+    x = np.concatenate([np.asarray(a, np.float64) for a in before])
+    y = np.concatenate([np.asarray(a, np.float64) for a in after])
+    if x.ndim < 2:
+        x, y = x.reshape(-1, 1), y.reshape(-1, 1)
+    axis = 1 if x.ndim == 4 else x.ndim - 1
+    x, y = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1), np.moveaxis(y, axis, 0).reshape(y.shape[axis], -1)
+    signal = np.linalg.norm(x, axis=1)
+    live = signal > 0
+    if not live.any():
+        return float("inf")
+    noise = np.maximum(np.linalg.norm(x - y, axis=1), np.finfo(np.float64).eps)
+    return float(np.percentile(20 * np.log10(signal[live] / noise[live]), quantile))
+
+
+def nodes_to_keep_float(ranking: Sequence[Sensitive], count: int, op_types: Sequence[str] | None = None) -> list[str]:
+    """The nodes of the ``count`` most damaged tensors (of ``op_types`` only, if given), without repeats."""
     out: list[str] = []
     for item in ranking[:count]:
-        out.extend(n for n in item.nodes if n not in out)
+        out.extend(n for n, t in zip(item.nodes, item.op_types, strict=True)
+                   if n not in out and (op_types is None or t in op_types))
     return out
+
+
+#: Activations ONNX Runtime fuses into the op before them: that op's output is quantized in their place.
+FUSED_ACTIVATIONS = ("Relu", "Clip", "HardSigmoid", "HardSwish", "Sigmoid")
+
+
+def _nodes_keeping_float(nodes: Sequence[Any], tensor: str) -> tuple[str, ...]:
+    """The quantized nodes to exclude so ``tensor`` stays float: its producer and consumers, and, when the
+    producer is an activation fused into the op before it, that op too (its output carries the same range)."""
+    out = [n.name for n in nodes if tensor in n.input or tensor in n.output]
+    producer = next((n for n in nodes if tensor in n.output), None)
+    while producer is not None and producer.op_type in FUSED_ACTIVATIONS and producer.input:
+        producer = next((n for n in nodes if producer.input[0] in n.output), None)
+        if producer is not None and producer.name not in out:
+            out.append(producer.name)
+    return tuple(out)
+
+
+def _op_types(nodes: Sequence[Any], names: Sequence[str]) -> tuple[str, ...]:
+    by_name = {n.name: n.op_type for n in nodes}
+    return tuple(by_name[name] for name in names)
 
 
 def quantize_onnx_fp16(src: str | Path, dst: str | Path) -> dict[str, Any]:
@@ -296,9 +341,14 @@ def quantize_onnx_fp16(src: str | Path, dst: str | Path) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence ONNX Runtime's calibrators, which print progress to stdout (edgetl draws its own)."""
+    """Silence ONNX Runtime's quantization tools: calibrators print progress to stdout (edgetl draws its own) and
+    qdq_loss_debug logs an ERROR on the root logger for every bias it does not compare (harmless)."""
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-        yield
+        logging.disable(logging.ERROR)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
 
 
 def _batch_len(batch: Any) -> int:
