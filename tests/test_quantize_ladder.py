@@ -143,3 +143,20 @@ def test_cli_calibrate_then_export_int8_prints_the_ladder(fmnist_run: Path, tmp_
                                   str(tmp_path / "missing"), "--out", str(tmp_path / "c")])
     assert result.exit_code == 2 and "edgetl calibrate" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "c").exists()
+
+
+def test_recipe_export_keeps_the_faster_artifact_that_meets_the_budget(fmnist_run: Path, tmp_path: Path) -> None:
+    from edgetl.pipeline import ExportStage, export_stage
+
+    work = tmp_path / "work"
+    shutil.copytree(fmnist_run, work / "run")
+    out = export_stage(work / "run", ExportStage(precision="int8", max_accuracy_drop=20.0), work / "bundle-onnx")
+    assert (work / "calibration" / "calibration.json").is_file()  # made from the run's training split
+    int8_dir = work / "bundle-onnx-int8"  # absent when INT8 failed the test-split check (18 images here)
+    q = read_json(int8_dir / "edgetl.json")["quantization"] if int8_dir.exists() else None
+    int8_usable = q is not None and not q["declined"]
+    int8_pays = int8_usable and q["speed"]["faster"]
+    assert read_json(out / "edgetl.json")["precision"] == ("int8" if int8_pays else "fp32")
+    kept = export_stage(work / "run", ExportStage(precision="int8", max_accuracy_drop=20.0, prefer_faster=False),
+                        work / "bundle-b")
+    assert read_json(kept / "edgetl.json")["precision"] == ("int8" if int8_usable else "fp32")
