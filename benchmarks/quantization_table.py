@@ -18,6 +18,7 @@ import platform
 import tempfile
 from pathlib import Path
 
+from edgetl.errors import EdgetlError
 from edgetl.export import EXPORTERS, export, get_exporter
 from edgetl.fsutil import read_json, write_json
 from edgetl.quantize.calibration import CalibrationRecipe, calibration_for_run
@@ -77,7 +78,10 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgetl-qtable-") as tmp:
         for fmt in args.formats:
-            rows.append(row(args.run_dir, fmt, calib.path, args.budget, args.verify_limit, Path(tmp)))
+            try:
+                rows.append(row(args.run_dir, fmt, calib.path, args.budget, args.verify_limit, Path(tmp)))
+            except EdgetlError as exc:  # e.g. INT8 refused by the test-split check: a result, not a crash
+                rows.append({"format": fmt, "error": exc.one_line()})
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "attempts"}), flush=True)
     run = read_json(args.run_dir / "model.json") if (args.run_dir / "model.json").is_file() else {}
     result = {"run": str(args.run_dir), "backbone": run.get("backbone"), "budget_points": args.budget,
@@ -87,6 +91,9 @@ def main() -> None:
     print("| format | FP32 acc | INT8 acc | drop | size | FP32 ms | INT8 ms | speedup | rung |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        if "error" in r:
+            print(f"| {r['format']} | refused: {r['error']} |")
+            continue
         rung = r["rung"] or f"declined: {r['declined']}"
         print(f"| {r['format']} | {r['fp32_accuracy']:.2%} | {r['int8_accuracy']:.2%} | {r['drop_points']:+.2f} | "
               f"{r['size_ratio']:.2f}x | {r['fp32_ms']:.2f} | {r['int8_ms']:.2f} | {r['speedup']:.2f}x | {rung} |")

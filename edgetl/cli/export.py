@@ -30,11 +30,11 @@ import click
               help="INT8: calibration set folder made by `edgetl calibrate` (required for static INT8).")
 @click.option("--method", type=click.Choice(["auto", "dynamic", "static"]), default="auto", show_default=True,
               help="INT8: auto = dynamic for text (onnx, tflite), static (calibrated) otherwise.")
-@click.option("--budget-samples", type=int, default=2000, show_default=True,
-              help="INT8: validation samples the accuracy budget is measured on.")
+@click.option("--budget-samples", type=int, default=None,
+              help="INT8: measure the accuracy budget on the first N validation samples [default: all].")
 def command(run_dir: Path, fmt: str, precision: str, out: Path, overwrite: bool, verify_limit: int | None,
             opset: int, max_abs_diff: float | None, max_rel_diff: float | None, min_agreement: float | None,
-            max_accuracy_drop: float | None, calib: Path | None, method: str, budget_samples: int) -> None:
+            max_accuracy_drop: float | None, calib: Path | None, method: str, budget_samples: int | None) -> None:
     """Export RUN_DIR to a bundle, verify it against PyTorch on the test split, refuse it if it differs."""
     from edgetl.cli.render import print_export_summary, print_verification
     from edgetl.errors import ExportError

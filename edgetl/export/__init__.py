@@ -96,7 +96,7 @@ def export(
     progress: bool = True,
     calib: str | Path | None = None,
     method: str = "auto",
-    budget_samples: int = 2000,
+    budget_samples: int | None = None,
 ) -> Path:
     """Export a run folder's model to a bundle, verify it against PyTorch, and write ``edgetl.json``.
 
@@ -123,7 +123,7 @@ def export(
         progress: Show a progress bar during verification.
         calib: INT8: a calibration set folder (``edgetl calibrate``); required for static INT8.
         method: INT8: ``auto`` (text: dynamic where the format has it; images: static), ``dynamic``, ``static``.
-        budget_samples: INT8: validation samples the budget is measured on (the first ones).
+        budget_samples: INT8: measure the budget on the first N validation samples (default: all of them).
 
     Returns:
         The bundle folder.

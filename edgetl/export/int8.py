@@ -48,7 +48,7 @@ class Int8Plan:
         calib_path: The calibration set folder, or None.
         budget: Largest accepted validation-accuracy drop against FP32, in points.
         min_agreement: Smallest top-1 agreement with FP32 a rung needs (the verification's own floor).
-        budget_samples: Validation samples the budget is measured on.
+        budget_samples: Validation samples the budget is measured on (None: the whole split).
     """
 
     run: Run
@@ -57,20 +57,20 @@ class Int8Plan:
     method: str
     calib_path: Path | None
     budget: float
-    budget_samples: int
+    budget_samples: int | None
     min_agreement: float = 0.0
 
     @classmethod
     def make(
         cls, run: Run, fmt: str, spec: ModelSpec, *, calib: str | Path | None, method: str, budget: float | None,
-        budget_samples: int, min_agreement: float = 0.0,
+        budget_samples: int | None, min_agreement: float = 0.0,
     ) -> Int8Plan:
         """Check the options against the run; raises ConfigError/DataError with a hint on bad input."""
         calib_path = Path(calib) if calib is not None else None
         if calib_path is not None:
             _calibration_set(calib_path, run.spec)  # fails now on a missing or mismatched set
         method = resolve_method(method, fmt, text=spec.is_text, has_calib=calib_path is not None)
-        if budget_samples < 1:
+        if budget_samples is not None and budget_samples < 1:
             raise DataError(f"budget_samples must be >= 1, got {budget_samples}")
         return cls(run, fmt, spec, method, calib_path,
                    DEFAULT_BUDGET if budget is None else float(budget), budget_samples, min_agreement)
@@ -123,7 +123,7 @@ class Int8Plan:
         from edgetl.verify import _batch, _text_batch
 
         split = self.run.data().val
-        n = min(len(split), self.budget_samples)
+        n = len(split) if self.budget_samples is None else min(len(split), self.budget_samples)
         if n == 0:
             raise DataError("the run has no validation samples to measure the INT8 budget on",
                             "re-train with val_fraction > 0, or export fp32")
