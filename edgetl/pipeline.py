@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.config import FinetuneConfig, _check_keys, from_dict, load_yaml
-from edgetl.errors import ConfigError, ParityError
+from edgetl.errors import ConfigError
 from edgetl.fsutil import read_json, sha256_file, sha256_json, write_json
 
 log = logging.getLogger("edgetl")
@@ -143,9 +143,9 @@ def export_stage(run_dir: Path, ex: ExportStage, out: Path) -> Path:
     """Export the run as the recipe says; for INT8, keep the faster artifact that meets the budget.
 
     INT8 is exported beside ``out`` (``<out>-int8``) with a calibration set made from the run's training split
-    (cached in ``<workdir>/calibration``). When INT8 was declined, failed the test-split check, or met the
-    budget without being faster than FP32 here (and ``prefer_faster``), ``out`` holds the FP32 bundle and
-    the log says why; otherwise
+    (cached in ``<workdir>/calibration``). When INT8 was declined (no rung met the budget on the validation
+    split, or the kept one failed on the test split), or met the budget without being faster than FP32 here
+    (and ``prefer_faster``), ``out`` holds the FP32 bundle and the log says why; otherwise
     ``out`` holds the INT8 bundle.
     """
     from edgetl.export import export
@@ -158,12 +158,8 @@ def export_stage(run_dir: Path, ex: ExportStage, out: Path) -> Path:
     recipe = CalibrationRecipe.from_yaml(ex.calibration) if ex.calibration else CalibrationRecipe()
     calib = calibration_for_run(run_dir, recipe, out=Path(run_dir).parent / "calibration", overwrite=True)
     int8_out = out.with_name(f"{out.name}-int8")
-    try:
-        export(run_dir, ex.format, int8_out, precision="int8", calib=calib.path, method=ex.method,
-               max_accuracy_drop=ex.max_accuracy_drop, **common)
-    except ParityError as exc:  # the kept rung passed on validation but not on the test split
-        log.warning("INT8 failed the test-split check (%s): the recipe's bundle is FP32", exc.message)
-        return export(run_dir, ex.format, out, precision="fp32", **common)
+    export(run_dir, ex.format, int8_out, precision="int8", calib=calib.path, method=ex.method,
+           max_accuracy_drop=ex.max_accuracy_drop, **common)
     q = read_json(int8_out / "edgetl.json")["quantization"]
     speed = q.get("speed") or {}
     if q["declined"] or (ex.prefer_faster and not speed.get("faster", False)):

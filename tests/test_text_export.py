@@ -105,15 +105,18 @@ def test_int8_bundle_is_smaller_and_agrees(int8_bundle: Path, fp32_bundle: Path)
 
 
 @pytest.mark.slow
-def test_int8_that_loses_too_much_is_refused(text_run, tmp_path: Path) -> None:
-    from edgetl.errors import ParityError
+def test_int8_that_loses_too_much_keeps_fp32_and_says_why(text_run, tmp_path: Path) -> None:
     from edgetl.export import export
 
-    with pytest.raises(ParityError, match=r"max \|logit diff\|") as caught:  # no quantized model meets 1e-6
-        export(text_run[0], "onnx", tmp_path / "b", precision="int8", min_agreement=1.0, max_abs_diff=1e-6,
-               progress=False)
-    assert "int8 loses too much" in caught.value.hint
-    assert not (tmp_path / "b").exists()
+    bundle = export(text_run[0], "onnx", tmp_path / "b", precision="int8", min_agreement=1.0, max_accuracy_drop=0.0,
+                    progress=False)
+    manifest = read_json(bundle / "edgetl.json")
+    q = manifest["quantization"]
+    if q["chosen"] is not None:  # INT8 matched PyTorch on every validation and test text: the limits held
+        pytest.skip(f"{q['chosen']} matched FP32 on every text")
+    assert manifest["precision"] == "fp32" and "kept FP32" in q["declined"]
+    assert manifest["verification"]["max_abs_diff"] <= 1e-4  # judged as the FP32 artifact it is
+    assert Bundle.load(bundle).predict(["a gem"])[0][0].label in manifest["spec"]["labels"]
 
 
 def test_static_int8_without_calibration_is_refused_before_any_work(tmp_path: Path) -> None:

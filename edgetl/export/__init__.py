@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgetl.errors import ConfigError, DataError, EdgetlError
+from edgetl.errors import ConfigError, DataError, EdgetlError, ParityError
 from edgetl.export.bundle import provenance, write_manifest
 from edgetl.export.int8 import Int8Plan
 from edgetl.fsutil import check_out_dir, staged_dir
@@ -164,8 +164,24 @@ def export(
             artifact_info = exporter.convert(model, spec, model_path, opset=opset, precision=precision)
         verification = None
         if verify:
-            artifact = exporter.predictor(model_path)
-            verification = _verify(run, spec, model, artifact, stage, verify_limit, limits, progress, precision)
+            try:
+                verification = _verify(run, spec, model, exporter.predictor(model_path), stage, verify_limit,
+                                       limits, progress, precision)
+            except ParityError as exc:
+                if precision != "int8":
+                    raise
+                # the kept rung met the budget on the validation split but not on the test split: keep FP32
+                assert quantization is not None
+                quantization.update(chosen=None, speed=None, int8_bytes=None, declined=(
+                    f"{quantization['chosen']} met the budget on the validation split but not on the test split "
+                    f"({exc.message}): kept FP32"))
+                log.warning("INT8 declined: %s", quantization["declined"])
+                precision = "fp32"
+                limits = limits_for(precision, max_abs_diff=max_abs_diff, min_agreement=min_agreement,
+                                    max_rel_diff=max_rel_diff)
+                artifact_info = exporter.convert(model, spec, model_path, opset=opset, precision=precision)
+                verification = _verify(run, spec, model, exporter.predictor(model_path), stage, verify_limit,
+                                       limits, progress, precision)
         write_manifest(stage, fmt=fmt, precision=precision, model_file=exporter.model_file, spec=spec,
                        verification=verification, provenance=provenance(run, stage, model_path),
                        artifact=artifact_info, quantization=quantization)
