@@ -33,6 +33,9 @@ QUANTIZED_LIMITS = {"min_agreement": 0.9, "max_accuracy_drop": 10.0}
 #: weights to FP16 moves their logits by 1-5% of their scale (the same happens in PyTorch itself), against
 #: 0.04-0.64% for trained models (MiniLM; EfficientNet-Lite0 on Fashion-MNIST): their FP16 cells get 5%.
 RANDOM_INIT_FP16_LIMITS = {"max_rel_diff": 0.05}
+#: ONNX fp16 also computes in float16 (OpenVINO and TFLite fp16 store float16 weights and compute in float32):
+#: random-init EfficientNet-Lite2 moves by 5.4% of its logit scale, so its ONNX fp16 cells get 10%.
+RANDOM_INIT_ONNX_FP16_LIMITS = {"max_rel_diff": 0.1}
 #: Text backbones whose hub weights are not here offline run on an architecture stand-in (``_text_run``):
 #: their transformers model_type at the hub model's width, heads and 30,522-token vocabulary, with fewer
 #: layers, random-init. At the hub config's init scale (initializer_range 0.02) attention is near uniform
@@ -141,7 +144,8 @@ def test_export_cell(runs, record_property, tmp_path: Path, backbone: str, fmt: 
     print(f"{backbone}: {weights}")
     standin = weights.startswith(STANDIN)
     int8_limits = STANDIN_INT8_LIMITS if standin else QUANTIZED_LIMITS
-    limits = {"int8": int8_limits, "fp16": RANDOM_INIT_FP16_LIMITS if backbone in IMAGE else {}}.get(precision, {})
+    fp16_limits = RANDOM_INIT_ONNX_FP16_LIMITS if fmt == "onnx" else RANDOM_INIT_FP16_LIMITS
+    limits = {"int8": int8_limits, "fp16": fp16_limits if backbone in IMAGE else {}}.get(precision, {})
     bundle = export(run_dir, fmt, tmp_path / "bundle", precision=precision, progress=False, **limits)
     manifest = read_json(bundle / "edgetl.json")
     v = manifest["verification"]
@@ -150,7 +154,8 @@ def test_export_cell(runs, record_property, tmp_path: Path, backbone: str, fmt: 
     if precision == "fp32":
         assert v["max_abs_diff"] <= 1e-4 and v["top1_agreement"] >= 0.999
     elif precision == "fp16":
-        assert v["max_rel_diff"] <= (0.05 if backbone in IMAGE else 1e-2) and v["top1_agreement"] >= 0.995
+        rel_limit = fp16_limits["max_rel_diff"] if backbone in IMAGE else 1e-2
+        assert v["max_rel_diff"] <= rel_limit and v["top1_agreement"] >= 0.995
     elif precision == "int8" and standin:
         assert v["max_rel_diff"] <= STANDIN_INT8_MAX_REL_DIFF
     loaded = Bundle.load(bundle)
