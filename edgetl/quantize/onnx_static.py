@@ -228,7 +228,6 @@ def sensitivity(
     import onnx
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
-        compute_activation_error,
         compute_weight_error,
         create_activation_matching,
         create_weight_matching,
@@ -244,12 +243,10 @@ def sensitivity(
         names = _input_names(prepared)
         try:
             with _quiet():
-                modify_model_output_intermediate_tensors(str(prepared), str(tmp_path / "float_aug.onnx"))
                 modify_model_output_intermediate_tensors(str(qdq), str(tmp_path / "qdq_aug.onnx"))
-                float_acts = collect_activations(str(tmp_path / "float_aug.onnx"), _Reader(batches, names))
                 qdq_acts = collect_activations(str(tmp_path / "qdq_aug.onnx"), _Reader(batches, names))
-                act_errors = compute_activation_error(create_activation_matching(qdq_acts, float_acts),
-                                                  err_func=channel_sqnr)
+                act_errors = _activation_damage(create_activation_matching(qdq_acts), _channel_dims(prepared),
+                                                [_batch_len(b) for b in batches])
                 weights = {name: match for name, match in create_weight_matching(str(prepared), str(qdq)).items()
                        if np.asarray(match["float"]).ndim > 1 and np.any(match["float"])}  # biases: int32, exact
             weight_errors = compute_weight_error(weights)
@@ -259,10 +256,10 @@ def sensitivity(
         graph = onnx.load(str(prepared), load_external_data=False).graph
     quantized = [n for n in graph.node if n.op_type in QUANTIZED_OPS]
     ranking = []
-    for tensor, errors in act_errors.items():
+    for tensor, sqnr in act_errors.items():
         nodes = _nodes_keeping_float(quantized, tensor)
         if nodes:
-            ranking.append(Sensitive(tensor, float(errors["qdq_err"]), nodes, _op_types(quantized, nodes)))
+            ranking.append(Sensitive(tensor, sqnr, nodes, _op_types(quantized, nodes)))
     for tensor, sqnr in weight_errors.items():
         nodes = tuple(n.name for n in quantized if tensor in n.input)
         if nodes:
@@ -272,7 +269,7 @@ def sensitivity(
 
 
 def channel_sqnr(before: Sequence[np.ndarray], after: Sequence[np.ndarray], quantile: float = 10.0) -> float:
-    """SQNR in dB of an activation, per channel (axis 1 of 4-D maps, the last axis otherwise), low quantile.
+    """SQNR in dB of an activation per channel (arrays shaped ``(rows, channels)``), at a low quantile.
 
     A whole-tensor SQNR hides a tensor whose few large channels set the quantization step and crush the
     others (their noise is small next to the large channels' energy); the per-channel figure shows it.
@@ -280,16 +277,54 @@ def channel_sqnr(before: Sequence[np.ndarray], after: Sequence[np.ndarray], quan
     """
     x = np.concatenate([np.asarray(a, np.float64) for a in before])
     y = np.concatenate([np.asarray(a, np.float64) for a in after])
-    if x.ndim < 2:
-        x, y = x.reshape(-1, 1), y.reshape(-1, 1)
-    axis = 1 if x.ndim == 4 else x.ndim - 1
-    x, y = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1), np.moveaxis(y, axis, 0).reshape(y.shape[axis], -1)
-    signal = np.linalg.norm(x, axis=1)
+    signal = np.linalg.norm(x, axis=0)
     live = signal > 0
     if not live.any():
         return float("inf")
-    noise = np.maximum(np.linalg.norm(x - y, axis=1), np.finfo(np.float64).eps)
+    noise = np.maximum(np.linalg.norm(x - y, axis=0), np.finfo(np.float64).eps)
     return float(np.percentile(20 * np.log10(signal[live] / noise[live]), quantile))
+
+
+def _channel_dims(path: Path) -> dict[str, tuple[int, int]]:
+    """Tensor name -> (rank, channel count) from ONNX shape inference (channels: axis 1 of 4-D, else last)."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    out = {}
+    for info in model.graph.value_info:
+        dims = info.type.tensor_type.shape.dim
+        if len(dims) < 2:
+            continue
+        channel = dims[1] if len(dims) == 4 else dims[-1]
+        if channel.HasField("dim_value") and channel.dim_value > 0:
+            out[info.name] = (len(dims), int(channel.dim_value))
+    return out
+
+
+def _activation_damage(
+    matching: dict[str, dict[str, Sequence[np.ndarray]]], channels: dict[str, tuple[int, int]], sizes: list[int]
+) -> dict[str, float]:
+    """Per-channel SQNR of every activation the QDQ graph quantizes (ONNX Runtime saves them flattened)."""
+    out = {}
+    for name, match in matching.items():
+        pre, post = match.get("pre_qdq"), match.get("post_qdq")
+        if not pre or not post or len(pre) != len(post):
+            continue
+        shape = channels.get(name)
+        rows = [(_as_rows(a, b, shape), _as_rows(c, b, shape)) for a, c, b in zip(pre, post, sizes, strict=False)]
+        out[name] = channel_sqnr([r[0] for r in rows], [r[1] for r in rows])
+    return out
+
+
+def _as_rows(flat: np.ndarray, batch: int, shape: tuple[int, int] | None) -> np.ndarray:
+    """A flattened activation as ``(rows, channels)``; one column (the whole tensor) when its shape is unknown."""
+    flat = np.asarray(flat).reshape(-1)
+    if shape is None or flat.size % (batch * shape[1]):
+        return flat.reshape(-1, 1)
+    rank, channels = shape
+    if rank == 4:  # (N, C, H, W) -> (N*H*W, C)
+        return flat.reshape(batch, channels, -1).transpose(0, 2, 1).reshape(-1, channels)
+    return flat.reshape(-1, channels)
 
 
 def nodes_to_keep_float(ranking: Sequence[Sensitive], count: int, op_types: Sequence[str] | None = None) -> list[str]:
