@@ -52,7 +52,7 @@ def test_measure_refuses_bad_limits() -> None:
 
 def test_local_cpu_target_defaults() -> None:
     profile = load_target("local-cpu")
-    assert profile.kind == "local" and profile.engines == ("onnxruntime", "torch")
+    assert profile.kind == "local" and profile.engines == ("onnxruntime", "openvino", "ai-edge-litert", "torch")
     assert profile.threads == (1, "all") and profile.batch_sizes == (1, 32)
     assert "local-cpu" in list_targets() and json.dumps(profile.to_dict())
 

@@ -36,7 +36,8 @@ from PIL import Image
 
 from edgetl import __version__
 from edgetl.bench.engines import BENCH_ENGINES, EngineSkipped, package_version
-from edgetl.bench.targets import TargetProfile, available_cores, load_target, resolve_threads
+from edgetl.bench.fit import fit_check
+from edgetl.bench.targets import TargetProfile, available_cores, resolve_target, resolve_threads
 from edgetl.bench.timing import TimingStats, measure, time_once_ms
 from edgetl.errors import BenchmarkError, EdgetlError
 from edgetl.fsutil import read_json, sha256_file, write_json
@@ -62,6 +63,7 @@ def bench_bundle(
     bundle_dir: str | Path,
     target: str | Path | TargetProfile = "local-cpu",
     *,
+    profile: str | Path | None = None,
     engines: list[str] | None = None,
     threads: list[int | str] | None = None,
     batch_sizes: list[int] | None = None,
@@ -74,8 +76,10 @@ def bench_bundle(
 
     Args:
         bundle_dir: A bundle folder written by ``edgetl export``.
-        target: Target profile name (``targets/<name>.yaml``), path, or a loaded profile.
-        engines: Only these bench engines (default: the target's).
+        target: Target profile name (``targets/<name>.yaml``), path, ``ssh://user@host[:port]``, or a
+            loaded profile.
+        profile: For ``ssh://`` targets: the profile to use (default ``generic-arm64-ssh``).
+        engines: Only these bench engines (default: the target's engines that can run the bundle).
         threads: Thread counts, ints or ``"all"`` (default: the target's).
         batch_sizes: Batch sizes (default: the target's ``batch_sizes``, or ``text_batch_sizes`` for text).
         seq_lengths: Text bundles: token lengths (default: the target's), clipped to the model's max_length.
@@ -87,21 +91,52 @@ def bench_bundle(
 
     Returns:
         ``{"schema_version", "created", "edgetl_version", "bundle", "target", "machine", "engines",
-        "input", "rows"}``; each row holds ``engine``, ``threads``, ``batch``, ``seq_len`` (text; else
-        None), ``status`` (``ok`` or
+        "input", "rows", "status", "fit", "not_applicable"}``; each row holds ``engine``, ``threads``,
+        ``batch``, ``seq_len`` (text; else None), ``status`` (``ok`` or
         ``skipped: ...``), ``latency_ms`` (p50/p90/p99/mean/std/min/max, runs), ``throughput_ips``,
         ``import_ms``, ``load_ms``, ``first_run_ms``, ``cold_start_ms``, ``baseline_rss_mb``,
-        ``peak_rss_mb``, ``end_to_end_ms`` (batch 1 only) and ``note``.
+        ``peak_rss_mb``, ``end_to_end_ms`` (batch 1 only; None on SSH devices), ``note``, and what it
+        ran on: ``target``, ``machine``, ``engine_version`` and ``thread_settings``. ``status`` is
+        ``ok``, ``does not fit`` (nothing was run, ``fit`` says why) or ``fit check only``; ``fit`` is
+        :func:`edgetl.bench.fit.fit_check`'s result (None without limits); ``not_applicable`` names the
+        target's engines left out because they cannot run the bundle's format, and why.
 
     Raises:
         UnknownNameError: Unknown target or engine (the known ones are listed).
         RunFolderError: The bundle is missing or malformed.
-        BenchmarkError: A configuration failed.
+        BenchmarkError: A configuration failed, the device is unreachable or lacks the engine, or no
+            engine of the target can run the bundle (why is said).
     """
-    profile = _profile(target, engines, threads, batch_sizes, seq_lengths)
-    for name in profile.engines:
+    target_profile = _profile(resolve_target(target, profile), engines, threads, batch_sizes, seq_lengths)
+    for name in target_profile.engines:
         BENCH_ENGINES.get(name)
     manifest = read_manifest(bundle_dir)
+    fit = fit_check(manifest, target_profile)
+    runnable, not_applicable = applicable_engines(manifest, target_profile, explicit=bool(engines))
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "edgetl_version": __version__,
+        "bundle": bundle_info(manifest),
+        "target": target_profile.to_dict(),
+        "fit": fit,
+        "not_applicable": not_applicable,
+    }
+    if target_profile.kind == "fit-only" or (fit and fit["fits"] is False):
+        status = "fit check only" if target_profile.kind == "fit-only" else "does not fit"
+        return {**result, **_not_run(manifest, target_profile, status)}
+    profile_ = replace(target_profile, engines=tuple(runnable))
+    if profile_.kind == "ssh":
+        run = _bench_ssh(manifest, profile_, progress)
+    else:
+        run = _bench_local(manifest, profile_, image, text, progress)
+    for row in run["rows"]:
+        _describe_row(row, profile_, run["machine"], run["engines"])
+    return {**result, **run, "status": "ok"}
+
+
+def _bench_local(manifest: Manifest, profile: TargetProfile, image: str | Path | None, text: str | None,
+                 progress: bool) -> dict[str, Any]:
     machine = machine_info()  # before our own load shows in the load average
     with tempfile.TemporaryDirectory(prefix="edgetl-bench-") as tmp:
         if manifest.spec.is_text:
@@ -109,34 +144,87 @@ def bench_bundle(
         else:
             image_path, input_info = bench_image(manifest, image, Path(tmp))
             e2e_input = str(image_path)
-        rows = _run_jobs(_jobs(manifest, profile, e2e_input, batch_sizes), progress)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "edgetl_version": __version__,
-        "bundle": bundle_info(manifest),
-        "target": profile.to_dict(),
-        "machine": machine,
-        "engines": {name: package_version(BENCH_ENGINES.get(name).package) for name in profile.engines},
-        "input": input_info,
-        "rows": rows,
-    }
+        rows = _run_jobs(_jobs(manifest, profile, e2e_input), progress)
+    versions = {name: package_version(BENCH_ENGINES.get(name).package) for name in profile.engines}
+    return {"machine": machine, "engines": versions, "input": input_info, "rows": rows}
+
+
+def _bench_ssh(manifest: Manifest, profile: TargetProfile, progress: bool) -> dict[str, Any]:
+    """The jobs on the SSH device, model only on random inputs (threads ``all`` resolved there)."""
+    from edgetl.bench.remote import bench_remote
+
+    jobs = _jobs(manifest, profile, None, resolve=False)
+    with Ticker(f"bench {profile.address}", total=len(jobs), enabled=progress) as ticker:
+        device = bench_remote(profile, manifest.folder, jobs, on_progress=ticker.advance)
+    versions = {name: device["engines"].get(name) or "not installed" for name in profile.engines}
+    kind = "text" if manifest.spec.is_text else "image"
+    input_info = {"kind": kind, "source": "random, on the device (model only, no preprocessing)", "path": None,
+                  "tokens": None}
+    return {"machine": {**device["machine"], "python_executable": device["python_executable"],
+                        "numpy": device["numpy"]}, "engines": versions, "input": input_info, "rows": device["rows"]}
+
+
+def _not_run(manifest: Manifest, profile: TargetProfile, status: str) -> dict[str, Any]:
+    """The result fields of a target that was not run: fit-only, or the model does not fit."""
+    machine = dict.fromkeys(("cpu", "logical_cores", "physical_cores", "usable_cores", "memory_gb", "python",
+                             "platform", "load_average_1m"))
+    machine["cpu"] = profile.description or profile.name
+    return {"machine": machine, "engines": {}, "input": {"kind": "text" if manifest.spec.is_text else "image",
+                                                         "source": "none (not run)", "path": None, "tokens": None},
+            "rows": [], "status": status}
+
+
+def applicable_engines(manifest: Manifest, profile: TargetProfile, explicit: bool = False
+                       ) -> tuple[list[str], dict[str, str]]:
+    """The profile's engines that can run ``manifest``'s format, and why the others cannot.
+
+    An engine that runs one format (``format`` attribute) and not this one is left out of the sweep,
+    unless ``explicit`` (asked for with ``--engine``: its rows then say it was skipped).
+
+    Raises:
+        BenchmarkError: None of them can run the bundle (each engine's reason is given).
+    """
+    runnable, reasons = [], {}
+    for name in profile.engines:
+        fmt = getattr(BENCH_ENGINES.get(name), "format", None)
+        if fmt is not None and fmt != manifest.format and not explicit:
+            reasons[name] = f"runs {fmt} bundles, not {manifest.format}"
+        else:
+            runnable.append(name)
+    if not runnable:
+        why = "; ".join(f"{name} {reason}" for name, reason in reasons.items())
+        raise BenchmarkError(
+            f"target {profile.name!r} cannot run this {manifest.format} bundle: {why}",
+            f"export the bundle in a format the target runs, or choose a target whose engines run {manifest.format}",
+        )
+    return runnable, reasons
+
+
+def _describe_row(row: dict[str, Any], profile: TargetProfile, machine: dict[str, Any],
+                  versions: dict[str, str]) -> None:
+    """What the row ran on: target, machine, engine version and thread settings (added, never renamed)."""
+    row["target"] = profile.address or profile.name
+    row["machine"] = machine
+    row.setdefault("engine_version", versions.get(row["engine"]))
+    env = {**{k: v for k, v in os.environ.items() if k.endswith("_NUM_THREADS")}, **profile.env}
+    row.setdefault("thread_settings", {"threads": row["threads"], "spec": row["threads_spec"], "inter_op": 1,
+                                       "env": env})
 
 
 def _profile(
-    target: str | Path | TargetProfile,
+    target: TargetProfile,
     engines: list[str] | None,
     threads: list[int | str] | None,
     batch_sizes: list[int] | None,
     seq_lengths: list[int] | None,
 ) -> TargetProfile:
-    profile = target if isinstance(target, TargetProfile) else load_target(target)
     changes = {"engines": engines, "threads": threads, "batch_sizes": batch_sizes, "text_batch_sizes": batch_sizes,
                "seq_lengths": seq_lengths}
-    return replace(profile, **{k: tuple(v) for k, v in changes.items() if v})
+    return replace(target, **{k: tuple(v) for k, v in changes.items() if v})
 
 
-def _jobs(manifest: Manifest, profile: TargetProfile, e2e_input: str, batch_sizes: Any) -> list[dict[str, Any]]:
+def _jobs(manifest: Manifest, profile: TargetProfile, e2e_input: str | None, resolve: bool = True
+          ) -> list[dict[str, Any]]:
     """One job per engine x threads x batch (x sequence length for text); end-to-end on batch-1 rows."""
     timing = {k: getattr(profile, k) for k in ("warmup", "min_runs", "min_time_s", "max_time_s")}
     spec = manifest.spec
@@ -149,7 +237,7 @@ def _jobs(manifest: Manifest, profile: TargetProfile, e2e_input: str, batch_size
                                                                     profile.batch_sizes))
         e2e_seq = None
     return [
-        {"bundle": str(manifest.folder), "engine": engine, "threads": resolve_threads(threads),
+        {"bundle": str(manifest.folder), "engine": engine, "threads": resolve_threads(threads) if resolve else None,
          "threads_spec": threads, "batch": batch, "seq_len": seq, "timing": timing, "env": profile.env,
          "e2e_input": e2e_input if batch == 1 and seq == e2e_seq else None}
         for engine, threads, batch, seq in combos
@@ -387,9 +475,8 @@ def render_table(result: dict[str, Any]) -> Table:
         pad_edge=False,
         collapse_padding=True,
         title=f"{Path(bundle['path']).name} ({bundle['format']} {bundle['precision']}, "
-        f"{bundle['file_size_bytes'] / 1e6:.2f} MB) on {result['target']['name']}",
-        caption=f"{machine['cpu']}, {machine['usable_cores']} cores. Latency percentiles in ms; cold = "
-        f"load + first inference (ms); RSS = peak MB; e2e = p50 ms {_e2e_caption(result['input'])}.",
+        f"{bundle['file_size_bytes'] / 1e6:.2f} MB) on {_target_label(result['target'])}",
+        caption=_caption(result, machine),
     )
     with_notes = any(row["status"] != "ok" or row["note"] for row in result["rows"])
     text = any(row.get("seq_len") for row in result["rows"])
@@ -401,6 +488,38 @@ def render_table(result: dict[str, Any]) -> Table:
         cells = dict(zip(_COLUMNS, _cells(row), strict=True))
         table.add_row(*(cells[c] for c in columns))
     return table
+
+
+def _target_label(target: dict[str, Any]) -> str:
+    if target.get("kind") == "ssh" and target.get("host"):
+        return f"{target['name']} ({target.get('user') or ''}{'@' if target.get('user') else ''}{target['host']})"
+    return str(target["name"])
+
+
+def _caption(result: dict[str, Any], machine: dict[str, Any]) -> str:
+    lines = [fit_line(result["fit"])] if result.get("fit") else []
+    if result.get("status") in ("fit check only", "does not fit"):
+        return "\n".join([*lines, f"not run: {result['status']}"])
+    where = f"{machine['cpu']}, {machine['usable_cores']} cores"
+    if machine.get("hostname"):
+        where += f" ({machine['hostname']}, {machine.get('arch')})"
+    if result["target"].get("kind") == "ssh":
+        e2e = "(not measured: an SSH device times the model alone, on random inputs)"
+    else:
+        e2e = _e2e_caption(result["input"])
+    lines.append(f"{where}. Latency percentiles in ms; cold = load + first inference (ms); RSS = peak MB; "
+                 f"e2e = p50 ms {e2e}.")
+    return "\n".join(lines)
+
+
+def fit_line(fit: dict[str, Any]) -> str:
+    """One line on a fit check: the verdict, the needs against the limits, and why it does not fit."""
+    verdict = {True: "fits", False: "does NOT fit", None: "fit unknown"}[fit["fits"]]
+    peak = "?" if fit["peak_activation_kb"] is None else f"{fit['peak_activation_kb']:,.0f}"
+    needs = f"model {fit['model_kb']:,.0f} KB, peak activations {peak} KB (batch 1)"
+    limits = ", ".join(f"{k.split('_')[0]} {fit[k]:,} KB" for k in ("flash_kb", "ram_kb") if fit[k] is not None)
+    reasons = f": {'; '.join(fit['reasons'])}" if fit["reasons"] else ""
+    return f"fit: {verdict} ({needs}; limits {limits}, weights in {fit['weights_in']}){reasons}"
 
 
 def _e2e_caption(info: dict[str, Any]) -> str:
