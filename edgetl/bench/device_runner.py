@@ -33,6 +33,8 @@ RUNNER_VERSION = 1
 #: Engine name -> (module imported, pip package).
 ENGINES = {"onnxruntime": ("onnxruntime", "onnxruntime"), "openvino": ("openvino", "openvino"),
            "ai-edge-litert": ("ai_edge_litert.interpreter", "ai-edge-litert")}
+#: Engine name -> the bundle format it runs.
+FORMATS = {"onnxruntime": "onnx", "openvino": "openvino", "ai-edge-litert": "tflite"}
 MEASURED_KEYS = ("status", "latency_ms", "throughput_ips", "import_ms", "load_ms", "first_run_ms",
                  "cold_start_ms", "baseline_rss_mb", "peak_rss_mb", "end_to_end_ms", "note")
 CHILD_OVERHEAD_S = 300
@@ -321,6 +323,8 @@ def run_job(job: dict[str, Any], bundle: Path) -> dict[str, Any]:
 def _measure(job: dict[str, Any], bundle: Path, threads: int) -> dict[str, Any]:
     baseline = current_rss_mb()
     manifest = json.loads((bundle / "edgetl.json").read_text(encoding="utf-8"))
+    if manifest.get("format") != FORMATS[job["engine"]]:
+        raise Skip(f"runs {FORMATS[job['engine']]} bundles, not {manifest.get('format')}")
     module = ENGINES[job["engine"]][0]
     _, import_ms = timed(lambda: importlib.import_module(module))
     named = make_inputs(manifest, bundle, job["batch"], job.get("seq_len"))
@@ -354,7 +358,9 @@ def run_plan(run_dir: Path) -> dict[str, Any]:
     plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
     device = probe()
     if device["numpy"] is None:
-        return {**device, "error": "numpy is not installed", "missing": ["numpy"]}
+        lacking = [ENGINES[e][1] for e in dict.fromkeys(j["engine"] for j in plan["jobs"])
+                   if device["engines"].get(e) is None]
+        return {**device, "error": "numpy is not installed", "missing": ["numpy", *lacking]}
     rows, bundle = [], (run_dir / plan["bundle"]).resolve()
     for i, job in enumerate(plan["jobs"]):
         label = f"{job['engine']} threads={job['threads_spec']} batch={job['batch']}"

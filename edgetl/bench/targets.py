@@ -296,3 +296,73 @@ def _find(name: str | Path) -> Path:
     known = ", ".join(list_targets()) or "none"
     hint = f"choose one of: {known}, or ssh://user@host (or add targets/{name}.yaml)"
     raise UnknownNameError(f"unknown target {str(name)!r}", hint)
+
+
+def describe_targets(names: list[str] | None = None, probe: bool = True) -> list[dict[str, object]]:
+    """Every profile (or ``names``) with its kind, where it runs, engines, limits and availability.
+
+    Args:
+        names: Only these profiles (default: all found).
+        probe: Check availability: local engines' packages, SSH devices over SSH (in parallel, each
+            bounded by its ``connect_timeout_s``), nothing for fit-only targets.
+
+    Returns:
+        One dict per profile: ``name``, ``kind``, ``description``, ``where``, ``engines``, ``ram_kb``,
+        ``flash_kb``, ``available`` (True, False, or None when not probed or not applicable) and ``status``.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    profiles = []
+    for name in names or list_targets():
+        try:
+            profiles.append(load_target(name))
+        except ConfigError as exc:  # a broken profile is listed with its error, not hidden
+            profiles.append(exc)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(lambda p: _describe(p, probe), profiles))
+
+
+def _describe(profile: TargetProfile | ConfigError, probe: bool) -> dict[str, object]:
+    if isinstance(profile, ConfigError):
+        return {"name": "?", "kind": "?", "description": "", "where": "", "engines": [], "ram_kb": None,
+                "flash_kb": None, "available": False, "status": f"invalid: {profile.one_line()}"}
+    where = {"local": "this machine", "fit-only": "none (fit check only)"}.get(profile.kind) or (
+        profile.address or "ssh://user@host (give the host)")
+    available, status = _probe(profile) if probe else (None, "not probed")
+    return {"name": profile.name, "kind": profile.kind, "description": profile.description, "where": where,
+            "engines": [] if profile.kind == "fit-only" else list(profile.engines), "ram_kb": profile.ram_kb,
+            "flash_kb": profile.flash_kb, "available": available, "status": status}
+
+
+def _probe(profile: TargetProfile) -> tuple[bool | None, str]:
+    """Whether the target can run now, and one line saying what was found."""
+    from edgetl.errors import EdgetlError
+
+    if profile.kind == "fit-only":
+        return None, "fit check only: edgetl bench checks model size and peak activations against the limits"
+    if profile.kind == "local":
+        return _probe_local(profile)
+    if not profile.host:
+        return None, f"needs a host: --target ssh://user@host --profile {profile.name}"
+    from edgetl.bench.remote import probe_device
+
+    try:
+        device = probe_device(profile)
+    except EdgetlError as exc:
+        return False, f"unreachable: {exc.one_line()}"
+    versions = {name: device["engines"].get(name) for name in profile.engines}
+    found = ", ".join(f"{n} {v}" if v else f"{n} missing" for n, v in versions.items())
+    machine = device["machine"]
+    numpy = "" if device["numpy"] else "; numpy missing"
+    ok = bool(device["numpy"]) and any(versions.values())
+    what = f"{machine.get('board') or machine['cpu']} ({machine['arch']}), Python {machine['python']}"
+    return ok, f"{what}: {found}{numpy}"
+
+
+def _probe_local(profile: TargetProfile) -> tuple[bool, str]:
+    from edgetl.bench.engines import BENCH_ENGINES, package_version
+
+    found = {name: package_version(BENCH_ENGINES.get(name).package) if name in BENCH_ENGINES else "not registered"
+             for name in profile.engines}
+    text = ", ".join(f"{n} {v}" for n, v in found.items())
+    return any(v not in ("not installed", "not registered") for v in found.values()), text
