@@ -144,3 +144,8 @@ for _engine in (
     TorchBench(),
 ):
     BENCH_ENGINES.add(_engine.name, _engine)
+
+from edgetl.bench.gpu import GPU_ENGINES  # noqa: E402 (gpu.py uses the classes above)
+
+for _engine in GPU_ENGINES:
+    BENCH_ENGINES.add(_engine.name, _engine)

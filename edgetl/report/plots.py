@@ -1,4 +1,4 @@
-"""PNG plots: confusion matrix, training curves, latency bars. Written atomically."""
+"""PNG plots: confusion matrix, training curves, latency bars, accuracy-latency Pareto. Written atomically."""
 
 from __future__ import annotations
 
@@ -76,3 +76,65 @@ def plot_bars(names: Sequence[str], values: Sequence[float], path: Path, xlabel:
     for i, v in enumerate(values):
         ax.text(v, i, f" {v:.3g}", va="center", fontsize=8)
     _save(fig, path)
+
+
+def plot_bar_panels(names: Sequence[str], panels: dict[str, Sequence[float | None]], path: Path, title: str) -> None:
+    """One horizontal bar chart per metric, side by side, the same ``names`` on each (None: no bar)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), max(2.2, 0.5 * len(names) + 1.2)),
+                             sharey=True, squeeze=False)
+    colours = [f"C{i}" for i in range(len(names))]
+    for ax, (label, values) in zip(axes[0], panels.items(), strict=True):
+        shown = [0.0 if v is None else float(v) for v in values]
+        ax.barh(range(len(names)), shown, color=colours)
+        ax.set_yticks(range(len(names)), names)
+        ax.invert_yaxis()
+        ax.set_title(label, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        for i, v in enumerate(values):
+            ax.text(shown[i], i, " n/a" if v is None else f" {v:.3g}", va="center", fontsize=8)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_pareto(groups: dict[str, Sequence[dict]], path: Path, title: str = "accuracy vs latency vs size") -> None:
+    """Accuracy against latency, one colour per group (target), marker area proportional to size.
+
+    Args:
+        groups: Group name -> points, each ``{"label", "latency_ms", "accuracy", "size_mb"}`` (accuracy as a
+            fraction; ``size_mb`` may be None, drawn at the smallest area). Each group's Pareto front (no other
+            point of the group is both faster and at least as accurate) is joined by a line.
+        path: The PNG to write.
+        title: The figure title.
+    """
+    sizes = [p["size_mb"] for pts in groups.values() for p in pts if p.get("size_mb")]
+    scale = 900 / max(sizes) if sizes else 1.0
+    fig, ax = plt.subplots(figsize=(9, 6))
+    latencies = [p["latency_ms"] for pts in groups.values() for p in pts]
+    for i, (name, points) in enumerate(groups.items()):
+        colour = f"C{i % 10}"
+        x = [p["latency_ms"] for p in points]
+        y = [100 * p["accuracy"] for p in points]
+        area = [max(30.0, scale * (p.get("size_mb") or 0)) for p in points]
+        ax.scatter(x, y, s=area, color=colour, alpha=0.45, edgecolors=colour, label=name)
+        front = pareto_front(points)
+        ax.plot([p["latency_ms"] for p in front], [100 * p["accuracy"] for p in front], color=colour, lw=1)
+        for p in points:
+            ax.annotate(p["label"], (p["latency_ms"], 100 * p["accuracy"]), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")
+    if latencies and max(latencies) > 10 * min(latencies):
+        ax.set_xscale("log")
+    ax.set_xlabel("latency p50 (ms), lower is better")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{title} (marker area: model size{f', largest {max(sizes):.1f} MB' if sizes else ''})")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(title="target", loc="best", fontsize=8, markerscale=0.5)
+    _save(fig, path)
+
+
+def pareto_front(points: Sequence[dict]) -> list[dict]:
+    """Points no other point beats on both latency (lower) and accuracy (higher), fastest first."""
+    front: list[dict] = []
+    for p in sorted(points, key=lambda q: (q["latency_ms"], -q["accuracy"])):
+        if not front or p["accuracy"] > front[-1]["accuracy"]:
+            front.append(p)
+    return front
