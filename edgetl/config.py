@@ -172,3 +172,88 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def dump_yaml(data: dict[str, Any]) -> str:
     """YAML text of a config dict."""
     return yaml.safe_dump(data, sort_keys=False)
+
+
+@dataclass
+class KDConfig:
+    """Knowledge distillation: the teacher and the loss (the ``distill:`` section)."""
+
+    teacher: str | None = field(default=None, metadata={"help": "run folder, exported bundle (ONNX/OpenVINO/TFLite) "
+                                                                 "or registered backbone (fine-tuned first)"})
+    temperature: float = field(default=4.0, metadata={"help": "softmax temperature T of the soft targets"})
+    alpha: float = field(default=0.5, metadata={"help": "weight of the soft-target KL (scaled by T^2); "
+                                                         "1 - alpha goes to the hard-label cross entropy"})
+    hidden_weight: float = field(default=1.0, metadata={"help": "text: weight of DistilBERT's cosine loss on the "
+                                                                 "last hidden states (needs a torch teacher with "
+                                                                 "the student's tokenizer)"})
+    feature_weight: float = field(default=0.0, metadata={"help": "images: weight of feature matching (MSE through a "
+                                                                  "learned 1x1 projection); 0 turns it off"})
+    student_unit: int = field(default=-1, metadata={"help": "images: student backbone unit whose output is matched"})
+    teacher_unit: int = field(default=-1, metadata={"help": "images: teacher backbone unit it is matched to"})
+    layers: int | None = field(default=None, metadata={"help": "distilbert_from_teacher: student layers "
+                                                                "(default: half the teacher's)"})
+    cache_teacher: bool = field(default=True, metadata={"help": "compute teacher logits once when inputs are "
+                                                                 "not augmented"})
+    compare: bool = field(default=False, metadata={"help": "also train the student without KD, same budget"})
+    teacher_epochs: int | None = field(default=None, metadata={"help": "registered-backbone teacher: fine-tune "
+                                                                        "epochs (default: train.epochs)"})
+    latency: bool = field(default=True, metadata={"help": "time teacher and students as ONNX on this CPU"})
+
+    def validate(self) -> None:
+        """Raise ConfigError on impossible values."""
+        if not self.teacher:
+            raise ConfigError("distillation needs a teacher", "pass --teacher RUN_FOLDER, BUNDLE or BACKBONE")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}", "use e.g. 4 (2 for text)")
+        if not 0 <= self.alpha <= 1:
+            raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}",
+                              "alpha weights the soft targets and 1 - alpha the hard labels; use e.g. 0.5")
+        if self.hidden_weight < 0 or self.feature_weight < 0:
+            raise ConfigError("hidden_weight and feature_weight must be >= 0", "0 turns a term off")
+        if self.layers is not None and self.layers < 1:
+            raise ConfigError(f"layers must be >= 1, got {self.layers}")
+        if self.teacher_epochs is not None and self.teacher_epochs < 1:
+            raise ConfigError("teacher_epochs must be >= 1")
+
+
+DEFAULT_STUDENT = {"image": "mobilenet_v3_small", "text": "distilbert_from_teacher"}
+
+
+@dataclass
+class DistillConfig:
+    """Everything `edgetl distill` needs: the student's data/model/train sections plus ``distill``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: KDConfig = field(default_factory=KDConfig)
+
+    def validate(self) -> DistillConfig:
+        """Validate every section (filling task defaults); return self."""
+        self.data.validate()
+        self.model.backbone = self.model.backbone or DEFAULT_STUDENT[self.data.task]
+        self.model.validate()
+        self.train.validate()
+        self.distill.validate()
+        return self
+
+    def student(self) -> FinetuneConfig:
+        """The student's own config (what its run folder's config.yaml holds)."""
+        return FinetuneConfig(data=dataclasses.replace(self.data), model=dataclasses.replace(self.model),
+                              train=dataclasses.replace(self.train))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (YAML/JSON ready)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
+        """Build from a dict; unknown keys are refused by name."""
+        data = data or {}
+        _check_keys(data, {"data", "model", "train", "distill"}, "distill config")
+        return cls(
+            data=from_dict(DataConfig, data.get("data", {}), "distill.data"),
+            model=from_dict(ModelConfig, data.get("model", {}), "distill.model"),
+            train=from_dict(TrainConfig, data.get("train", {}), "distill.train"),
+            distill=from_dict(KDConfig, data.get("distill", {}), "distill.distill"),
+        ).validate()

@@ -36,11 +36,12 @@ def train_one_epoch(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
     *,
     total: int,
     description: str = "train",
     before_step: Callable[[], None] | None = None,
+    loss_fn: Callable[[Any, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> EpochStats:
     """Run one epoch of SGD steps and return its mean loss and accuracy.
 
@@ -53,6 +54,8 @@ def train_one_epoch(
         total: Number of batches (for the progress bar).
         description: Progress bar label.
         before_step: Called before each batch (e.g. to keep frozen norms in eval mode).
+        loss_fn: ``(inputs, labels) -> (loss, logits)`` instead of ``criterion(model(inputs), labels)``
+            (distillation adds the teacher's terms); ``criterion`` is then unused.
     """
     loss_sum, correct, seen = 0.0, 0, 0
     with Ticker(description, total) as ticker:
@@ -60,8 +63,11 @@ def train_one_epoch(
             inputs = to_channels_last(inputs)
             if before_step:
                 before_step()
-            logits = model(inputs)
-            loss = criterion(logits, labels)
+            if loss_fn is None:
+                logits = model(inputs)
+                loss = criterion(logits, labels)
+            else:
+                loss, logits = loss_fn(inputs, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
