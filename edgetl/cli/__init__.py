@@ -62,9 +62,9 @@ def main(verbose: bool) -> None:
 
 
 def _register() -> None:
-    from edgetl.cli import backbones, bench, calibrate, export, finetune, predict, run
+    from edgetl.cli import backbones, bench, calibrate, distill, export, finetune, predict, report, run, targets
 
-    for module in (backbones, finetune, calibrate, export, predict, bench, run):
+    for module in (backbones, finetune, distill, calibrate, export, predict, bench, targets, report, run):
         main.add_command(module.command)
 
 
