@@ -241,10 +241,11 @@ class OrtCudaBench:
 
     name = "onnxruntime-cuda"
     package = "onnxruntime-gpu"
+    format = "onnx"  # left out of sweeps over bundles of other formats
 
     def check(self, manifest: Manifest) -> None:
         """ONNX bundles, and a CUDA GPU."""
-        _check_format(manifest, "onnx")
+        _check_format(manifest, self.format)
         cuda_device_count()
 
     def import_backend(self, manifest: Manifest) -> None:
@@ -281,10 +282,11 @@ class OpenVINOGpuBench:
 
     name = "openvino-gpu"
     package = "openvino"
+    format = "openvino"
 
     def check(self, manifest: Manifest) -> None:
         """OpenVINO bundles only."""
-        _check_format(manifest, "openvino")
+        _check_format(manifest, self.format)
 
     def import_backend(self, manifest: Manifest) -> None:
         """Import openvino."""

@@ -24,7 +24,7 @@ def command(bench_files: tuple[Path, ...], out: Path, min_accuracy: float | None
     summary = write_bench_report(list(bench_files), out, constraint=constraint, batch=batch, overwrite=overwrite)
     for target, best in summary["best"].items():
         if best is None:
-            click.echo(f"{target}: no artifact meets the constraint ({summary['constraint_text']})")
+            click.echo(f"{target}: no best artifact: {summary['no_best'][target]}")
         else:
             click.echo(f"{target}: best {best['bundle']} ({best['format']} {best['precision']}, {best['engine']}, "
                        f"threads {best['threads']}, batch {best['batch']}): {best['p50_ms']:.3g} ms p50, "

@@ -110,18 +110,26 @@ def load_results(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 def _is_result(item: Any) -> bool:
-    return isinstance(item, dict) and isinstance(item.get("rows"), list) and {"bundle", "target"} <= set(item)
+    return (isinstance(item, dict) and isinstance(item.get("rows"), list) and isinstance(item.get("bundle"), dict)
+            and "target" in item)
 
 
 def collect_entries(results: list[dict[str, Any]]) -> list[Entry]:
-    """One :class:`Entry` per bench row, with accuracy and size read from the row's bundle."""
+    """One :class:`Entry` per bench row, with accuracy and size read from the row's bundle.
+
+    Raises:
+        DataError: A result lacks a field the report needs (named).
+    """
     entries = []
     for result in results:
-        bundle = result["bundle"]
-        manifest = _read_manifest(Path(bundle["path"]))
-        target = result["target"]["name"] if isinstance(result["target"], dict) else str(result["target"])
-        for row in result["rows"]:
-            entries.append(_entry(target, bundle, manifest, row))
+        try:
+            bundle = result["bundle"]
+            manifest = _read_manifest(Path(bundle["path"]))
+            target = result["target"]["name"] if isinstance(result["target"], dict) else str(result["target"])
+            entries.extend(_entry(target, bundle, manifest, row) for row in result["rows"])
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"bench results lack a field the report needs ({type(exc).__name__}: {exc})",
+                            "use results written by this edgetl's `edgetl bench --json`") from None
     return entries
 
 
@@ -243,9 +251,12 @@ def write_bench_report(
     entries = collect_entries(load_results(bench_files))
     points = summary_points(entries, batch)
     best = {target: choose_best(pts, constraint) for target, pts in points.items()}
+    no_best = {t: why_no_best([e for e in entries if e.target == t], points[t], batch)
+               for t, (b, _) in best.items() if b is None}
     summary = {
         "constraint": asdict(constraint), "constraint_text": constraint.describe(), "batch": batch,
         "best": {t: (asdict(b) | {"threshold": low} if b else None) for t, (b, low) in best.items()},
+        "no_best": no_best,
         "entries": [asdict(e) for e in entries], "sources": [str(p) for p in bench_files],
     }
     with staged_dir(out, overwrite=overwrite) as tmp:
@@ -253,9 +264,22 @@ def write_bench_report(
         plotted = {t: pts for t, pts in plotted.items() if pts}
         if plotted:
             plot_pareto(plotted, tmp / "pareto.png")
-        write_text(tmp / "report.md", render_markdown(entries, points, best, constraint, bool(plotted)))
+        write_text(tmp / "report.md", render_markdown(entries, points, best, no_best, constraint, bool(plotted)))
         write_json(tmp / "report.json", summary)
     return summary
+
+
+def why_no_best(entries: list[Entry], points: list[Entry], batch: int | None) -> str:
+    """Why a target has no best artifact, in a few words."""
+    if not any(e.p50_ms is not None for e in entries):
+        statuses = sorted({e.status for e in entries})
+        return "nothing was timed" + (f" ({'; '.join(statuses)})" if statuses else "")
+    if not points:
+        return f"no timed row at batch {batch}"
+    if all(p.accuracy is None for p in points):
+        return "no timed artifact has a known accuracy"
+    top = max(p.accuracy for p in points if p.accuracy is not None)
+    return f"no artifact meets the constraint (the most accurate: {_pct(top)})"
 
 
 def _plot_point(p: Entry) -> dict[str, Any]:
@@ -264,7 +288,7 @@ def _plot_point(p: Entry) -> dict[str, Any]:
 
 def render_markdown(
     entries: list[Entry], points: dict[str, list[Entry]], best: dict[str, tuple[Entry | None, float | None]],
-    constraint: Constraint, with_plot: bool,
+    no_best: dict[str, str], constraint: Constraint, with_plot: bool,
 ) -> str:
     """The report's Markdown: the best artifact per target, the Pareto plot, then every row per target."""
     lines = ["# edgetl benchmark report", "", f"Constraint: {constraint.describe()}.", "",
@@ -273,8 +297,7 @@ def render_markdown(
              "|---|---|---|---|---|---|---|---|---|---|"]
     for target, (b, low) in best.items():
         if b is None:
-            why = "no timed row with a known accuracy" if low is None else "none meets the constraint"
-            lines.append(f"| {target} | {why} | | | | | | | | |")
+            lines.append(f"| {target} | {no_best[target].replace('|', '/')} | | | | | | | | |")
         else:
             lines.append(f"| {target} | {b.bundle} | {b.format} | {b.precision} | {b.engine} | {b.threads} |"
                          f" {b.batch} | {_pct(b.accuracy)} (>= {_pct(low)}) | {_ms(b.p50_ms)} | {_mb(b.size_mb)} |")
