@@ -1,4 +1,4 @@
-"""`edgetl run RECIPE.yaml`: finetune -> export (+verify) -> bench -> report, skipping unchanged stages.
+"""`edgetl run RECIPE.yaml`: finetune | distill -> export (+verify) -> bench -> report, skipping unchanged stages.
 
 Every stage has the same shape: inputs (hashed) -> config -> output path. The hash of what a stage
 consumed is stored in ``<workdir>/stages.json``; a stage whose hash is unchanged and whose output
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgetl.config import FinetuneConfig, _check_keys, from_dict, load_yaml
+from edgetl.config import DistillConfig, FinetuneConfig, _check_keys, from_dict, load_yaml
 from edgetl.errors import ConfigError
 from edgetl.fsutil import read_json, sha256_file, sha256_json, write_json
 
@@ -56,25 +56,32 @@ class Recipe:
 
     name: str
     workdir: Path
-    finetune: FinetuneConfig
+    finetune: FinetuneConfig | None
     export: ExportStage = field(default_factory=ExportStage)
     bench: BenchStage | None = field(default_factory=BenchStage)
     report: bool = True
+    #: The alternative to ``finetune``: the run folder is a student distilled from a teacher.
+    distill: DistillConfig | None = None
 
 
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file; unknown keys are named."""
     data = load_yaml(path)
-    _check_keys(data, {"name", "workdir", "finetune", "export", "bench", "report"}, f"recipe {path}")
+    _check_keys(data, {"name", "workdir", "finetune", "distill", "export", "bench", "report"}, f"recipe {path}")
+    if "finetune" in data and "distill" in data:
+        raise ConfigError(f"recipe {path} has both a finetune and a distill section",
+                          "keep one: distill trains the student from a teacher, finetune trains it alone")
     name = str(data.get("name") or Path(path).stem)
     bench = data.get("bench", {})
+    distill = DistillConfig.from_dict(data["distill"]) if "distill" in data else None
     return Recipe(
         name=name,
         workdir=Path(data.get("workdir") or Path("runs") / name),
-        finetune=FinetuneConfig.from_dict(data.get("finetune", {})),
+        finetune=None if distill else FinetuneConfig.from_dict(data.get("finetune", {})),
         export=from_dict(ExportStage, data.get("export", {}), "recipe.export"),
         bench=None if bench is False else from_dict(BenchStage, bench or {}, "recipe.bench"),
         report=bool(data.get("report", True)),
+        distill=distill,
     )
 
 
@@ -117,6 +124,7 @@ def build_stages(recipe: Recipe) -> list[Stage]:
     bench_json, report = w / "bench.json", w / "report"
     ex, be = recipe.export, recipe.bench
     stages = [
+        _train_stage(recipe, run_dir) if recipe.distill else
         Stage("finetune", run_dir,
               lambda: [recipe.finetune.to_dict(), _folder_identity(recipe.finetune.data.data)],
               lambda out: finetune(recipe.finetune, out, overwrite=True)),
@@ -137,6 +145,26 @@ def build_stages(recipe: Recipe) -> list[Stage]:
                      if p.is_file()],
             lambda out: write_report(run_dir, bundle, bench_json if be is not None else None, out)))
     return stages
+
+
+def _train_stage(recipe: Recipe, run_dir: Path) -> Stage:
+    """The distill stage: its inputs are the config, the data and the teacher (run or bundle hash, or name)."""
+    from edgetl.train.distill import distill
+
+    cfg = recipe.distill
+    return Stage("distill", run_dir,
+                 lambda: [cfg.to_dict(), _folder_identity(cfg.data.data), _teacher_identity(cfg.distill.teacher)],
+                 lambda out: distill(cfg, out, overwrite=True))
+
+
+def _teacher_identity(teacher: str) -> Any:
+    """What a teacher is: a run's weights and spec, a bundle's manifest (it hashes every file), or a name."""
+    path = Path(teacher)
+    if (path / "edgetl.json").is_file():
+        return sha256_file(path / "edgetl.json")
+    if (path / "weights.safetensors").is_file():
+        return [sha256_file(path / name) for name in ("weights.safetensors", "spec.json") if (path / name).is_file()]
+    return teacher
 
 
 def export_stage(run_dir: Path, ex: ExportStage, out: Path) -> Path:

@@ -25,6 +25,7 @@ from edgetl.config import DistillConfig, FinetuneConfig, dump_yaml
 from edgetl.errors import ConfigError
 from edgetl.fsutil import check_out_dir, write_json, write_text
 from edgetl.models.student import STUDENT_FROM_TEACHER, distilbert_from_teacher, write_student_folder
+from edgetl.models.weights import WeightsInfo
 from edgetl.train import finetune as ft
 from edgetl.train.distill_data import TeacherCache, kd_loader, teacher_outputs
 from edgetl.train.distill_losses import FeatureProjection, KDWeights, feature_loss, hidden_cosine_loss, kd_loss
@@ -150,6 +151,8 @@ def _build_student(task: Task, cfg: DistillConfig, student_cfg: FinetuneConfig, 
     local.model.backbone = str(folder)
     built = task.build(local, classes)
     built.spec = built.spec.with_(backbone=STUDENT_FROM_TEACHER)
+    built.weights = WeightsInfo("teacher", True, str(teacher.path),
+                                f"{len(chosen)} layers {chosen} and the embeddings of teacher {teacher.path}")
     if bool((teacher.order == torch.arange(len(classes))).all()) and cfg.model.hidden == teacher.run.arch.get("hidden"):
         built.model.head.load_state_dict(teacher.model.head.state_dict())  # the teacher's head fits: start from it
     log.info("student %s: %d DistilBERT layers from teacher layers %s, embeddings copied (token type 0 folded in)",
@@ -182,6 +185,7 @@ class KDRun:
         self.projection: FeatureProjection | None = None
         self.parts: dict[str, float] = {}
         self.epoch_seconds: list[float] = []
+        self.cache_seconds: float | None = None
 
     def _cache_reason(self) -> str | None:
         """Why the teacher runs online, or None when its outputs are cached."""
@@ -213,8 +217,9 @@ class KDRun:
             self.cache_reason = f"the cache would hold {used / 1e9:.1f} GB"
             log.info("teacher runs online every batch: %s", self.cache_reason)
             return None
+        self.cache_seconds = round(time.perf_counter() - t0, 2)
         log.info("teacher outputs cached for %d training samples in %.1f s (%.0f MB); each epoch reuses them",
-                 len(cache.logits), time.perf_counter() - t0, used / 1e6)
+                 len(cache.logits), self.cache_seconds, used / 1e6)
         return cache
 
     def step(self, inputs: dict[str, Any], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -288,7 +293,7 @@ class KDRun:
         return {"teacher": self.teacher.describe(), "teacher_outputs": "cached" if self.cache_reason is None else
                 "online", "online_reason": self.cache_reason, "terms": {k: v for k, v in vars(self.weights).items()},
                 "shared_tokenizer": self.shared if self.task.name == "text" else None,
-                "epoch_seconds": self.epoch_seconds}
+                "cache_seconds": self.cache_seconds, "epoch_seconds": self.epoch_seconds}
 
 
 def _split_forward(model: nn.Module, x: torch.Tensor, unit: int) -> tuple[torch.Tensor, torch.Tensor]:
