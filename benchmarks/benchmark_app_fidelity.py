@@ -3,7 +3,8 @@
 For each thread count x batch size, `edgetl bench` (engine ``openvino``: a fresh process, the bundle's IR
 compiled with ``PERFORMANCE_HINT=LATENCY``, ``INFERENCE_PRECISION_HINT=f32`` and ``INFERENCE_NUM_THREADS``)
 and ``benchmark_app`` (sync API, one infer request, the same three properties given with ``-load_config``,
-``-data_shape`` at the batch, random inputs refilled every iteration as the model's batch axis is dynamic)
+``-data_shape`` at the batch, ``-ip f32``: float32 input as edgetl feeds it, not benchmark_app's default u8
+image input; random inputs refilled every iteration as the model's batch axis is dynamic)
 each time the model for ``--seconds``; both report the median per-call latency. The two tools alternate
 (which one goes first flips every repeat), so a noisy neighbour hurts both alike. The compiled models'
 properties (streams, threads, precision, pinning) are read back from both and recorded.
@@ -60,7 +61,7 @@ def run_benchmark_app(xml: Path, shape: list[int], threads: int, seconds: int, t
     shutil.rmtree(report, ignore_errors=True)
     report.mkdir()
     cmd = [*benchmark_app_command(), "-m", str(xml), "-d", "CPU", "-hint", "latency", "-api", "sync",
-           "-nireq", "1", "-load_config", str(config), "-data_shape", str(shape).replace(" ", ""),
+           "-nireq", "1", "-load_config", str(config), "-data_shape", str(shape).replace(" ", ""), "-ip", "f32",
            "-t", str(seconds), "-report_type", "no_counters", "-json_stats", "-report_folder", str(report)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
