@@ -145,7 +145,8 @@ def _entry(target: str, bundle: dict[str, Any], manifest: dict[str, Any] | None,
     accuracy, source = _accuracy(manifest, source_precision)
     if source_precision is None:
         fmt, precision, identity = bundle["format"], bundle["precision"], bundle["model_sha256"]
-        size_mb: float | None = bundle["file_size_bytes"] / 1e6
+        # the whole bundle (an OpenVINO row's file_size_bytes counts model.xml alone, not model.bin)
+        size_mb: float | None = bundle.get("bundle_size_bytes", bundle["file_size_bytes"]) / 1e6
     else:
         run_dir = ((manifest or {}).get("provenance") or {}).get("run_dir") or bundle["path"]
         fmt, precision, identity = "pytorch", source_precision, f"run:{run_dir}"
@@ -302,7 +303,7 @@ def render_markdown(
             lines.append(f"| {target} | {b.bundle} | {b.format} | {b.precision} | {b.engine} | {b.threads} |"
                          f" {b.batch} | {_pct(b.accuracy)} (>= {_pct(low)}) | {_ms(b.p50_ms)} | {_mb(b.size_mb)} |")
     lines += ["", "Each point is an artifact x engine at its fastest thread count; accuracy is the artifact's own "
-              "test accuracy from its bundle (edgetl.json)."]
+              "test accuracy from its bundle (edgetl.json); size is the bundle's (PyTorch: the run's weights)."]
     if with_plot:
         lines += ["", "![accuracy vs latency vs size](pareto.png)"]
     unplotted = sorted({f"{p.label} ({p.accuracy_source})" for pts in points.values() for p in pts
