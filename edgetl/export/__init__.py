@@ -97,6 +97,7 @@ def export(
     calib: str | Path | None = None,
     method: str = "auto",
     budget_samples: int | None = None,
+    tflite_route: str = "auto",
 ) -> Path:
     """Export a run folder's model to a bundle, verify it against PyTorch, and write ``edgetl.json``.
 
@@ -124,6 +125,8 @@ def export(
         calib: INT8: a calibration set folder (``edgetl calibrate``); required for static INT8.
         method: INT8: ``auto`` (text: dynamic where the format has it; images: static), ``dynamic``, ``static``.
         budget_samples: INT8: measure the budget on the first N validation samples (default: all of them).
+        tflite_route: TFLite only: ``auto`` (litert-torch, then onnx2tf if it fails), ``litert-torch`` or
+            ``onnx2tf`` (see :mod:`edgetl.export.tflite`).
 
     Returns:
         The bundle folder.
@@ -135,7 +138,7 @@ def export(
         RunFolderError: ``run_dir`` is not a complete run folder.
         ParityError: The artifact differs from PyTorch beyond the limits (nothing is written).
     """
-    exporter = get_exporter(fmt)
+    exporter = _with_route(get_exporter(fmt), tflite_route)
     _check_options(exporter, precision, opset, verify_limit)
     limits = limits_for(precision, max_abs_diff=max_abs_diff, min_agreement=min_agreement,
                         max_accuracy_drop=max_accuracy_drop, max_rel_diff=max_rel_diff)
@@ -227,12 +230,15 @@ def export_all(
         RunFolderError: ``run_dir`` is not a run folder (checked once, before any work).
     """
     load_run(run_dir)
+    route = options.pop("tflite_route", "auto")
     out = Path(out) if out is not None else Path("bundles") / f"{Path(run_dir).resolve().name}-{precision}"
     results: dict[str, Path | EdgetlError] = {}
     for fmt in EXPORTERS.names():
         log.info("export %d/%d: %s", len(results) + 1, len(EXPORTERS), fmt)
         try:
-            results[fmt] = export(run_dir, fmt, out / fmt, precision=precision, overwrite=overwrite, **options)
+            routed = {"tflite_route": route} if fmt == "tflite" else {}
+            results[fmt] = export(run_dir, fmt, out / fmt, precision=precision, overwrite=overwrite, **options,
+                                  **routed)
         except EdgetlError as exc:
             log.warning("%s: %s", fmt, exc.one_line())
             results[fmt] = exc
@@ -242,6 +248,16 @@ def export_all(
 def default_out(run_dir: str | Path, fmt: str, precision: str) -> Path:
     """The default bundle folder: ``bundles/<run folder name>-<fmt>-<precision>``."""
     return Path("bundles") / f"{Path(run_dir).resolve().name}-{fmt}-{precision}"
+
+
+def _with_route(exporter: Exporter, route: str) -> Exporter:
+    """``exporter`` converting with ``route``; a route other than ``auto`` needs a format that has routes."""
+    if route == "auto":
+        return exporter
+    if not hasattr(exporter, "with_route"):
+        raise ConfigError(f"a TFLite route ({route!r}) was given for {exporter.format} export",
+                          "--tflite-route applies to --format tflite only")
+    return exporter.with_route(route)
 
 
 def _check_options(exporter: Exporter, precision: str, opset: int, verify_limit: int | None) -> None:

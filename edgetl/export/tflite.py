@@ -19,28 +19,29 @@ The output is float32 ``logits`` of shape ``(1, num_classes)``.
 ``float_casting`` weight-only recipe): about half the size, compute stays float32, so inputs and
 outputs are unchanged.
 
-If litert-torch fails on an image model, a second route is tried: a fixed-shape NCHW ONNX file -> onnx2tf
-(which writes NHWC) -> TFLite. It needs ``pip install onnx2tf tensorflow``, which edgetl does not install;
-without them the first failure is reported. That route has not been run on this project's machines (no
-TensorFlow there); its artifact goes through the same parity check as any other before it is accepted.
-Text models have no second route (onnx2tf writes one fixed shape per file).
+Routes (``edgetl.json`` records the one used in ``artifact.route``):
+
+- ``litert-torch`` (the default): PyTorch -> TFLite without TensorFlow.
+- ``onnx2tf`` (:mod:`edgetl.export.tflite_onnx2tf`): a fixed-shape ONNX file -> onnx2tf (TensorFlow) ->
+  TFLite, with the same inputs and outputs; text models get one signature, at ``spec.max_length``. It
+  needs the optional ``tf`` extra. With the route ``auto`` it is tried when litert-torch fails, and the
+  bundle records why (``artifact.fallback_reason``); ``--tflite-route onnx2tf`` forces it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import importlib.util
 import io
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from edgetl.errors import ExportError
+from edgetl.errors import ConfigError, ExportError
 from edgetl.export.bundle import INPUT_NAME, OUTPUT_NAME
 from edgetl.runtime.text import TEXT_INPUTS
 from edgetl.runtime.tflite_engine import TFLiteEngine, signature_name
@@ -55,15 +56,43 @@ IMAGE_SIGNATURE = "serving_default"
 _BATCH_NOTE = "fixed 1; the engine runs a batch sample by sample"
 
 
-class TFLiteExporter:
-    """Writes and runs ``model.tflite`` (the ``tflite`` format of :data:`edgetl.export.EXPORTERS`)."""
+#: ``auto``: litert-torch, then onnx2tf when litert-torch fails; or one route only.
+ROUTES = ("auto", "litert-torch", "onnx2tf")
 
-    format = "tflite"
-    model_file = "model.tflite"
-    precisions = ("fp32", "fp16", "int8")
+
+@dataclass(frozen=True)
+class TFLiteExporter:
+    """Writes and runs ``model.tflite`` (the ``tflite`` format of :data:`edgetl.export.EXPORTERS`).
+
+    Attributes:
+        route: One of :data:`ROUTES` (see the module's docstring); :meth:`with_route` makes another.
+    """
+
+    route: str = "auto"
+    format: ClassVar[str] = "tflite"
+    model_file: ClassVar[str] = "model.tflite"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
+    routes: ClassVar[tuple[str, ...]] = ROUTES
+
+    def with_route(self, route: str) -> TFLiteExporter:
+        """This exporter converting with ``route`` (``auto``, ``litert-torch`` or ``onnx2tf``).
+
+        Raises:
+            ConfigError: An unknown route.
+        """
+        if route not in ROUTES:
+            raise ConfigError(f"unknown TFLite route {route!r}", f"choose one of: {', '.join(ROUTES)}")
+        return replace(self, route=route)
 
     def check_options(self, *, opset: int, precision: str = "fp32", spec: ModelSpec | None = None) -> None:
-        """Nothing to refuse: ``opset`` only matters to the ONNX fallback route; int8 is made by edgetl.quantize."""
+        """Refuse the ``onnx2tf`` route when its packages are missing (before any work).
+
+        ``opset`` only matters to the onnx2tf route; int8 is made by edgetl.quantize.
+        """
+        if self.route == "onnx2tf":
+            from edgetl.export import tflite_onnx2tf
+
+            tflite_onnx2tf.check_available()
 
     def bundle_spec(self, spec: ModelSpec) -> ModelSpec:
         """Image models take NHWC input (the mobile convention); text models are unchanged."""
@@ -75,24 +104,28 @@ class TFLiteExporter:
         """Convert ``model`` (inputs per the bundle ``spec``) to ``path`` at ``precision``.
 
         Returns:
-            Facts for ``edgetl.json``: route, converter version, batch handling, sequence lengths (text),
-            weight precision.
+            Facts for ``edgetl.json``: route (and why the first failed, after a fallback), converter
+            version, batch handling, sequence lengths (text), weight precision.
 
         Raises:
             ConfigError: An option this exporter cannot honour.
-            ExportError: Conversion or fp16 casting failed (naming the first failure).
+            ExportError: Conversion or fp16 casting failed (naming the first failure of each route tried).
         """
         self.check_options(opset=opset, precision=precision, spec=spec)
         started = time.perf_counter()
-        try:
-            content, facts = _convert_litert(model, spec)
-        except ExportError:
-            raise
-        except Exception as exc:
-            facts = _second_route(model, spec, path, precision, opset, exc)
+        if self.route == "onnx2tf":
+            facts = _convert_onnx2tf(model, spec, path, precision, opset)
         else:
-            path.write_bytes(_cast_fp16(content) if precision == "fp16" else content)
-            facts.update(_precision_facts(precision))
+            try:
+                content, facts = _convert_litert(model, spec)
+            except Exception as exc:
+                if self.route == "litert-torch":
+                    raise ExportError(f"TFLite export failed; litert-torch failed: {_one_line(exc)}",
+                                      "try --tflite-route onnx2tf, or export to onnx") from exc
+                facts = _second_route(model, spec, path, precision, opset, exc)
+            else:
+                path.write_bytes(_cast_fp16(content) if precision == "fp16" else content)
+                facts.update(_precision_facts(precision))
         log.info("wrote %s (%.2f MB, %s, %s) in %.0f s", path.name, path.stat().st_size / 1e6, precision,
                  facts["route"], time.perf_counter() - started)
         return facts
@@ -250,44 +283,38 @@ def _precision_facts(precision: str) -> dict[str, Any]:
 
 def _second_route(model: Any, spec: ModelSpec, path: Path, precision: str, opset: int,
                   first: Exception) -> dict[str, Any]:
-    """ONNX -> onnx2tf -> TFLite for image models, when onnx2tf is installed; otherwise the first failure."""
+    """After litert-torch failed: ONNX -> onnx2tf -> TFLite when onnx2tf is installed, else the first failure.
+
+    Raises:
+        ExportError: onnx2tf is missing or failed too (one line naming both failures).
+    """
     reason = f"litert-torch failed: {_one_line(first)}"
     log.debug("litert-torch conversion failed", exc_info=first)
-    if spec.is_text:
+    from edgetl.export import tflite_onnx2tf
+
+    missing = tflite_onnx2tf.missing_modules()
+    if missing:
         raise ExportError(f"TFLite export failed; {reason}",
-                          "the ONNX -> onnx2tf route covers image models only; export text models to onnx")
-    if importlib.util.find_spec("onnx2tf") is None:
-        raise ExportError(f"TFLite export failed; {reason}",
-                          "`pip install onnx2tf tensorflow` enables a second route (ONNX -> onnx2tf -> TFLite)")
+                          f"the onnx2tf route (ONNX -> onnx2tf -> TFLite) needs {', '.join(missing)}: "
+                          f"{tflite_onnx2tf.INSTALL_HINT}")
     log.warning("%s; trying ONNX -> onnx2tf", reason)
     try:
-        return _convert_onnx2tf(model, spec, path, precision, opset)
-    except Exception as exc:
-        raise ExportError(f"TFLite export failed; {reason}; onnx2tf failed: {_one_line(exc)}",
-                          "run with -v and report the backbone") from exc
+        facts = _convert_onnx2tf(model, spec, path, precision, opset)
+    except ExportError as exc:
+        raise ExportError(f"TFLite export failed; {reason}; then {exc.message}",
+                          "export to onnx or openvino instead") from exc
+    return {**facts, "fallback_reason": reason}
 
 
 def _convert_onnx2tf(model: Any, spec: ModelSpec, path: Path, precision: str, opset: int) -> dict[str, Any]:
-    """Export a fixed-shape NCHW ONNX file and let onnx2tf write NHWC float32/float16 ``.tflite`` files.
+    """The onnx2tf route (:mod:`edgetl.export.tflite_onnx2tf`), with the facts both routes record."""
+    from edgetl.export import tflite_onnx2tf
 
-    onnx2tf transposes an NCHW image input to NHWC itself, so the ONNX file is written from the run's own
-    (NCHW) model, with batch 1.
-    """
-    import onnx2tf
-    import torch
-
-    height, width = spec.input_size
-    with tempfile.TemporaryDirectory(prefix="edgetl-onnx2tf-") as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
-        torch.onnx.export(model.eval(), (torch.zeros(1, 3, height, width),), str(onnx_path),
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False)
-        out_dir = Path(tmp) / "tf"
-        onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(out_dir),
-                        copy_onnx_input_output_names_to_tflite=True, output_signaturedefs=True, non_verbose=True)
-        suffix = "float16" if precision == "fp16" else "float32"
-        path.write_bytes((out_dir / f"model_{suffix}.tflite").read_bytes())
-    return {"route": "onnx2tf", "onnx2tf_version": importlib.metadata.version("onnx2tf"), "batch": _BATCH_NOTE,
-            "weights": "float16 (onnx2tf)" if precision == "fp16" else "float32"}
+    facts = tflite_onnx2tf.convert(model, spec, path, precision=precision, opset=opset)
+    facts["batch"] = _BATCH_NOTE
+    if precision == "fp16":
+        return {**facts, "weights": "float16 (onnx2tf, weight-only)", "compute": "float32"}
+    return {**facts, "weights": "float32"}
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:
