@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.errors import ExportError
+from edgetl.quantize.onnx_compact import compact_names
 
 log = logging.getLogger("edgetl")
 #: The ops whose weights are quantized: the linear layers, which hold nearly all of a transformer's weights.
@@ -68,6 +69,7 @@ def quantize_onnx_dynamic(
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ExportError(f"dynamic INT8 quantization failed: {detail}",
                               "export fp32 instead, and report the backbone") from None
+    compact_names(dst)
     log.info("dynamic INT8: %.2f MB -> %.2f MB", Path(src).stat().st_size / 1e6, Path(dst).stat().st_size / 1e6)
     import onnxruntime
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from edgetl.errors import ExportError
 from edgetl.quantize.base import CalibBatches
+from edgetl.quantize.onnx_compact import compact_names
 
 log = logging.getLogger("edgetl")
 
@@ -122,6 +123,7 @@ def quantize_onnx_static(
     exclude: Sequence[str] = (),
     reduce_range: bool = True,
     cache_dir: str | Path | None = None,
+    compact: bool = True,
 ) -> dict[str, Any]:
     """Write a static-INT8 QDQ copy of the FP32 ONNX model ``src`` to ``dst``.
 
@@ -135,6 +137,8 @@ def quantize_onnx_static(
         reduce_range: 7-bit weights (safe on x86 CPUs without VNNI).
         cache_dir: Folder for calibration caches: ranges measured once per method and ``src`` are reused
             when only ``exclude`` changes.
+        compact: Give the graph's internal tensors and nodes short names (a smaller file, the same model; see
+            :mod:`edgetl.quantize.onnx_compact`). Off when the names must match ``src``'s (sensitivity).
 
     Returns:
         Facts for the bundle: tool, method, calibration, granularity, types, excluded nodes, sample count.
@@ -158,23 +162,54 @@ def quantize_onnx_static(
     cache = Path(cache_dir) / f"ranges-{calibration}.json" if cache_dir is not None else None
     with tempfile.TemporaryDirectory(prefix="edgetl-qdq-") as tmp:
         prepared = _prepare(Path(src), Path(tmp) / "prepared.onnx")
+        shape_nodes = shape_subgraph_nodes(prepared)
         try:
             with _quiet():
                 quantize_static(str(prepared), str(dst), _Reader(batches, _input_names(prepared)),
                                 quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=list(exclude) or None,
+                                op_types_to_quantize=list(QUANTIZED_OPS),
+                                nodes_to_exclude=[*shape_nodes, *exclude] or None,
                                 calibrate_method=method, extra_options=extra,
                                 calibration_cache_path=str(cache) if cache is not None else None)
         except Exception as exc:  # onnxruntime.quantization raises plain exceptions of many kinds
             raise ExportError(f"static INT8 quantization failed: {_first_line(exc)}",
                               "try another --calibration method, or export fp32") from None
+    if compact:
+        compact_names(dst)
     return {
         "tool": f"onnxruntime {_ort_version()}", "method": "static", "format": "QDQ",
         "calibration": calibration, "weights": "int8 per channel" if per_channel else "int8 per tensor",
         "activations": "uint8", "reduce_range": reduce_range, "excluded": list(exclude),
+        "shape_nodes_float": len(shape_nodes),
         "calibration_samples": int(sum(_batch_len(b) for b in batches)),
     }
+
+
+def shape_subgraph_nodes(path: str | Path) -> list[str]:
+    """Nodes that compute shapes, not activations: ``Shape``/``Size`` and every node fed only by them and constants.
+
+    Exporters trace size arithmetic as graph ops (TF-style "same" padding computes its pads from the input's
+    height and width, for instance). Quantizing those ops rounds a pad of 1.0 to 0.996, which a later
+    ``Cast`` to int64 truncates to 0: every later feature map is shifted and the model collapses (seen on
+    EfficientNet-Lite0: 91% -> 37%). They must stay float, whatever else is quantized.
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    constants = {t.name for t in graph.initializer}
+    shape_tensors: set[str] = set()
+    names = []
+    for node in graph.node:  # ONNX graphs are stored in topological order
+        inputs = [i for i in node.input if i]
+        if node.op_type == "Constant":
+            constants.update(node.output)
+        elif node.op_type in ("Shape", "Size") or (
+            any(i in shape_tensors for i in inputs) and all(i in shape_tensors or i in constants for i in inputs)
+        ):
+            shape_tensors.update(node.output)
+            names.append(node.name)
+    return names
 
 
 def _prepare(src: Path, out: Path) -> Path:
@@ -239,7 +274,8 @@ def sensitivity(
         tmp_path = Path(tmp)
         prepared = _prepare(Path(src), tmp_path / "prepared.onnx")
         qdq = tmp_path / "qdq.onnx"
-        quantize_onnx_static(prepared, qdq, batches, calibration=calibration, per_channel=per_channel)
+        quantize_onnx_static(prepared, qdq, batches, calibration=calibration, per_channel=per_channel,
+                             compact=False)
         names = _input_names(prepared)
         try:
             with _quiet():
@@ -254,7 +290,8 @@ def sensitivity(
             raise ExportError(f"sensitivity analysis failed: {_first_line(exc)}",
                               "quantize without excluding layers, or export fp32") from None
         graph = onnx.load(str(prepared), load_external_data=False).graph
-    quantized = [n for n in graph.node if n.op_type in QUANTIZED_OPS]
+        shape_nodes = set(shape_subgraph_nodes(prepared))
+    quantized = [n for n in graph.node if n.op_type in QUANTIZED_OPS and n.name not in shape_nodes]
     ranking = []
     for tensor, sqnr in act_errors.items():
         nodes = _nodes_keeping_float(quantized, tensor)
