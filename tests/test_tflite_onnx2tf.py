@@ -3,7 +3,10 @@ and taken automatically when litert-torch genuinely fails (it has no lowering fo
 files pass the same parity check as any other and run in the unchanged ai-edge-litert engine. Real models, no
 mocks.
 
-onnx2tf runs in a child process (TensorFlow import, SavedModel, two TFLite conversions): about 30 s for a tiny
+A text model takes the route too, through the real command: a one-layer BERT stand-in (random init, width 24,
+the 30,522-token uncased vocabulary), whose single signature has the run's ``max_length``.
+
+onnx2tf runs in a child process (TensorFlow import, SavedModel, two TFLite conversions): roughly 30 s for a tiny
 model and 45 s for MobileNetV3-Small on 2 idle cores.
 """
 
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import LABELS, predict_in_fresh_python
+from builders import LABELS, make_text_standin, predict_in_fresh_python
 
 from edgetl.errors import ConfigError, ExportError
 from edgetl.fsutil import read_json
@@ -21,6 +24,10 @@ from edgetl.runfolder import load_run
 from edgetl.runtime import Bundle
 from edgetl.spec import ModelSpec
 from edgetl.verify import torch_reference
+
+REVIEWS = ["a moving, funny film", "tedious", "the best movie of the year, a triumph",
+           "dull, lifeless and far too long", "i laughed, i cried", "a mess", "beautifully shot and deeply felt",
+           "boring", " ".join(["tender"] * 50)]
 
 
 def _max_pool_net():
@@ -121,6 +128,52 @@ def test_both_routes_failing_is_one_line_naming_both(tmp_path: Path) -> None:
     assert line.startswith("TFLite export failed; litert-torch failed: RuntimeError: Lowering not found: aten.erfinv")
     assert "; then ONNX export for onnx2tf failed: " in line and "\n" not in line
     assert not (tmp_path / "model.tflite").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A feature-extraction run (120 reviews, max length 32) on a one-layer BERT stand-in at width 24.
+
+    Its init scale (0.5) makes the [CLS] feature follow the text, so the run predicts both classes.
+    """
+    from edgetl.config import FinetuneConfig
+    from edgetl.train.finetune import finetune
+
+    root = tmp_path_factory.mktemp("tiny-text")
+    standin = make_text_standin(root / "standin", "bert", layers=1, hidden_size=24, num_attention_heads=2,
+                                intermediate_size=48, initializer_range=0.5)
+    cfg = FinetuneConfig()
+    cfg.data.task, cfg.data.data, cfg.data.limit_per_class, cfg.data.max_length = "text", "rotten-tomatoes", 60, 32
+    cfg.model.backbone = str(standin)
+    cfg.train.mode, cfg.train.epochs, cfg.train.lr, cfg.train.batch_size = "feature-extract", 4, 3e-2, 16
+    finetune(cfg.validate(), root / "run")
+    return root / "run"
+
+
+@pytest.mark.slow
+def test_text_model_through_the_command_has_one_signature_at_max_length(tiny_text_run: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from edgetl.cli import main
+
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(main, ["export", str(tiny_text_run), "--format", "tflite", "--out", str(out),
+                                       "--tflite-route", "onnx2tf"])
+    assert result.exit_code == 0, result.output
+    manifest = read_json(out / "edgetl.json")
+    artifact, v = manifest["artifact"], manifest["verification"]
+    assert artifact["route"] == "onnx2tf" and artifact["sequence_lengths"] == [32]
+    assert artifact["onnx_exporter"] == "torch.onnx (dynamo)"  # onnx2tf fails on the TorchScript graph of BERT
+    assert v["n"] >= 10 and v["max_abs_diff"] <= 1e-4 and v["top1_agreement"] >= 0.999
+    bundle = Bundle.load(out)
+    assert bundle.engine.sequence_lengths == [32]
+    run = load_run(tiny_text_run)
+    reference = torch_reference(run.model(), run.spec)
+    for texts in (REVIEWS, REVIEWS[1:2], REVIEWS[-2:]):  # 3 to 32 tokens, each batch padded to the one signature
+        inputs = bundle.preprocess(texts)
+        np.testing.assert_allclose(bundle.logits(inputs), reference(inputs), atol=1e-4)
+    fresh = predict_in_fresh_python(out, REVIEWS)
+    assert fresh["heavy"] == [] and len({row[0][0] for row in fresh["preds"]}) == 2  # both classes: a real check
 
 
 def test_routes_are_checked_before_any_work(image_run: Path, tmp_path: Path) -> None:
