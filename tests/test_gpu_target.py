@@ -77,6 +77,35 @@ def test_cli_bench_on_cuda_gpu_skips_cleanly(bundles: dict[str, Path], tmp_path:
         assert row["status"].startswith("skipped: no CUDA GPU here: ") and row["latency_ms"] is None
 
 
+def test_targets_probe_asks_the_gpu_not_the_package() -> None:
+    """`edgetl targets` says cuda-gpu is available only where the driver sees a GPU (torch is always installed)."""
+    from edgetl.bench.targets import describe_targets
+
+    (row,) = describe_targets(["cuda-gpu"])
+    assert row["available"] is _gpu_here()
+    if not _gpu_here():
+        assert "no CUDA GPU here: " in row["status"] and "(torch-cuda, torch-cuda-fp16" in row["status"]
+
+
+@NO_GPU
+def test_sweep_without_a_gpu_spawns_no_process(bundles: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver is asked once per engine before any row's process; each row is what its process would say."""
+    from edgetl.bench import runner
+
+    def no_child(*args, **kwargs):
+        raise AssertionError("a benchmark process was spawned")
+
+    monkeypatch.setattr(runner, "_run_child", no_child)
+    result = runner.bench_bundle(bundles["onnx"], "cuda-gpu", progress=False)
+    profile = load_target("cuda-gpu")
+    assert len(result["rows"]) == (len(profile.engines) - 1) * len(profile.batch_sizes)  # openvino-gpu left out
+    jobs = {(job["engine"], job["batch"]): job for job in runner._jobs(read_manifest(bundles["onnx"]), profile, None)}
+    for row in result["rows"]:
+        in_child = runner.run_job(jobs[row["engine"], row["batch"]])  # the engine's own check, in this process
+        assert {key: row[key] for key in in_child} == in_child
+        assert row["status"].startswith("skipped: no CUDA GPU here: ") and row["engine_version"]
+
+
 @NO_GPU
 def test_engines_skip_with_the_reason_past_the_probe(bundles: dict[str, Path]) -> None:
     """Each engine's load (what runs after the driver probe on a GPU machine) says why it cannot run here."""

@@ -179,6 +179,28 @@ def test_targets_probe_local_and_unconfigured() -> None:
     assert generic["available"] is None and "needs a host" in generic["status"]
 
 
+def test_targets_probe_runs_the_engines_host_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local profile is available when one engine can run here: an installed package is not enough for a
+    GPU engine, whose host check (the driver) decides; reasons are grouped by engine."""
+    from edgetl.bench.engines import EngineSkipped
+    from edgetl.bench.gpu import cuda_device_count
+    from edgetl.bench.targets import host_skip_reason
+
+    try:
+        gpu, no_gpu = cuda_device_count() > 0, None
+    except EngineSkipped as exc:
+        gpu, no_gpu = False, exc.message
+    (tmp_path / "gpu-only.yaml").write_text("kind: local\nengines: [torch-cuda, torch-cuda-fp16]\n")
+    (tmp_path / "mixed.yaml").write_text("kind: local\nengines: [onnxruntime, torch-cuda]\n")
+    monkeypatch.setenv("EDGETL_TARGETS_DIR", str(tmp_path))
+    gpu_only, mixed = describe_targets(["gpu-only", "mixed"])
+    assert gpu_only["available"] is gpu and mixed["available"] is True
+    assert host_skip_reason("onnxruntime") is None and host_skip_reason("torch-cuda") == no_gpu
+    if not gpu:
+        assert gpu_only["status"] == f"{no_gpu} (torch-cuda, torch-cuda-fp16)"
+        assert mixed["status"].startswith("onnxruntime ") and mixed["status"].endswith(f"; {no_gpu} (torch-cuda)")
+
+
 def test_bench_cli_target_errors(tmp_path: Path) -> None:
     (tmp_path / "typo.yaml").write_text("kind: local\nbatch_size: [1]\n")
     for args, needle in [(["--target", str(tmp_path / "typo.yaml")], "batch_size"),

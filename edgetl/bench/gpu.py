@@ -8,8 +8,11 @@ convolutions and matmuls.
 
 Where there is no GPU, each engine raises :class:`~edgetl.bench.engines.EngineSkipped` with one clear line,
 so the benchmark row says ``skipped: no CUDA GPU here: ...`` instead of failing. The NVIDIA driver is asked
-through ``ctypes`` (``cuInit``/``cuDeviceGetCount``), so the skip costs no torch import. Heavy libraries are
-imported only in :meth:`import_backend`/:meth:`load`.
+through ``ctypes`` (``cuInit``/``cuDeviceGetCount``), so the skip costs no torch import. Each engine's
+``host_check()`` asks what does not depend on the bundle (a GPU, the provider or plugin that drives it): the
+benchmark calls it once per engine before spawning a process per row, and ``edgetl targets`` probes with it.
+Heavy libraries are imported only in :meth:`import_backend`/:meth:`load` (``host_check`` of the ONNX Runtime
+and OpenVINO engines imports their library, not torch).
 """
 
 from __future__ import annotations
@@ -179,9 +182,13 @@ class TorchCudaBench:
         self.name, self.precision, self.mode = name, precision, mode
         self._source = TorchBench()  # same run folder check and imports as the CPU torch engine
 
+    def host_check(self) -> None:
+        """A CUDA GPU, asked of the driver (no torch import)."""
+        cuda_device_count()
+
     def check(self, manifest: Manifest) -> None:
         """A CUDA GPU (asked of the driver) and the run folder named in the bundle's provenance."""
-        cuda_device_count()
+        self.host_check()
         self._source.check(manifest)
 
     def import_backend(self, manifest: Manifest) -> None:
@@ -243,6 +250,11 @@ class OrtCudaBench:
     package = "onnxruntime-gpu"
     format = "onnx"  # left out of sweeps over bundles of other formats
 
+    def host_check(self) -> None:
+        """A CUDA GPU, and an onnxruntime build with the CUDA execution provider."""
+        cuda_device_count()
+        _ort_with_cuda()
+
     def check(self, manifest: Manifest) -> None:
         """ONNX bundles, and a CUDA GPU."""
         _check_format(manifest, self.format)
@@ -254,10 +266,7 @@ class OrtCudaBench:
 
     def load(self, manifest: Manifest, threads: int) -> LoadedEngine:
         """An ONNX Runtime session whose first provider is CUDA (not a silent CPU fallback)."""
-        ort = _require("onnxruntime", "onnxruntime-gpu")
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise EngineSkipped(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider "
-                                "(install onnxruntime-gpu in place of onnxruntime)")
+        ort = _ort_with_cuda()
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = threads
@@ -277,6 +286,15 @@ class OrtCudaBench:
         return LoadedEngine(predict, note="CUDA provider; host<->device copies included")
 
 
+def _ort_with_cuda() -> Any:
+    """onnxruntime, or :class:`EngineSkipped` when it is missing or has no CUDA execution provider."""
+    ort = _require("onnxruntime", "onnxruntime-gpu")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise EngineSkipped(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider "
+                            "(install onnxruntime-gpu in place of onnxruntime)")
+    return ort
+
+
 class OpenVINOGpuBench:
     """The bundle's OpenVINO IR on OpenVINO's GPU plugin (Intel GPUs), at the bundle's precision."""
 
@@ -292,13 +310,13 @@ class OpenVINOGpuBench:
         """Import openvino."""
         _require("openvino", "openvino")
 
+    def host_check(self) -> None:
+        """OpenVINO, and a GPU device it sees."""
+        _openvino_gpu_core()
+
     def load(self, manifest: Manifest, threads: int) -> LoadedEngine:
         """Compile the IR on ``GPU`` with the latency hint (f16 inference for fp16 bundles, else f32)."""
-        ov = _require("openvino", "openvino")
-        core = ov.Core()
-        if "GPU" not in core.available_devices:
-            raise EngineSkipped("OpenVINO sees no GPU device (its GPU plugin drives Intel GPUs; "
-                                f"devices here: {', '.join(core.available_devices) or 'none'})")
+        core = _openvino_gpu_core()
         precision = "f16" if manifest.data["precision"] == "fp16" else "f32"
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
         compiled = core.compile_model(core.read_model(str(manifest.model_path)), "GPU", config)
@@ -311,6 +329,16 @@ class OpenVINOGpuBench:
             return np.array(request.get_output_tensor(0).data, dtype=np.float32)
 
         return LoadedEngine(predict, note=f"GPU plugin, {precision} inference")
+
+
+def _openvino_gpu_core() -> Any:
+    """An OpenVINO ``Core`` that sees a GPU, or :class:`EngineSkipped` when OpenVINO is missing or sees no GPU."""
+    ov = _require("openvino", "openvino")
+    core = ov.Core()
+    if "GPU" not in core.available_devices:
+        raise EngineSkipped("OpenVINO sees no GPU device (its GPU plugin drives Intel GPUs; "
+                            f"devices here: {', '.join(core.available_devices) or 'none'})")
+    return core
 
 
 #: The GPU bench engines, registered in :data:`edgetl.bench.engines.BENCH_ENGINES`.

@@ -38,7 +38,13 @@ from edgetl import __version__
 from edgetl.bench.engines import BENCH_ENGINES, EngineSkipped, package_version
 from edgetl.bench.fit import fit_check
 from edgetl.bench.render import fit_line, render_table
-from edgetl.bench.targets import TargetProfile, available_cores, resolve_target, resolve_threads
+from edgetl.bench.targets import (
+    TargetProfile,
+    available_cores,
+    host_skip_reason,
+    resolve_target,
+    resolve_threads,
+)
 from edgetl.bench.timing import TimingStats, measure, time_once_ms
 from edgetl.errors import BenchmarkError, EdgetlError
 from edgetl.fsutil import read_json, sha256_file, write_json
@@ -244,14 +250,22 @@ def _jobs(manifest: Manifest, profile: TargetProfile, e2e_input: str | None, res
 
 
 def _run_jobs(jobs: list[dict[str, Any]], progress: bool) -> list[dict[str, Any]]:
-    """Each job in its own fresh Python process, one after the other."""
+    """Each job in its own fresh Python process, one after the other.
+
+    An engine that cannot run on this machine at all (no GPU: :func:`host_skip_reason`, asked once per
+    engine) spawns no process: its rows are skipped with that reason.
+    """
+    cannot_run = {name: host_skip_reason(name) for name in dict.fromkeys(job["engine"] for job in jobs)}
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgetl-jobs-") as tmp, \
             Ticker("bench", total=len(jobs), enabled=progress) as ticker:
         for i, job in enumerate(jobs):
             label = f"{job['engine']} threads={job['threads']} batch={job['batch']}"
             label += f" seq={job['seq_len']}" if job["seq_len"] else ""
-            row = _run_child(job, Path(tmp) / f"job{i}.json", label)
+            if reason := cannot_run[job["engine"]]:
+                row = {**_blank_row(job), "status": f"skipped: {reason}"}
+            else:
+                row = _run_child(job, Path(tmp) / f"job{i}.json", label)
             if "error" in row:
                 raise BenchmarkError(f"{label}: {row['error']}")
             rows.append(row)
@@ -287,8 +301,7 @@ def child_main() -> None:
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Measure one configuration (in the child process); errors come back in the row."""
-    row = {key: job[key] for key in ("engine", "threads", "threads_spec", "batch", "seq_len")}
-    row.update(dict.fromkeys(_MEASURED_KEYS))  # skipped rows have the same keys, set to None
+    row = _blank_row(job)
     try:
         row.update(_measure(job))
     except EngineSkipped as exc:
@@ -296,6 +309,12 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     except EdgetlError as exc:
         row.update(error=exc.one_line())
     return row
+
+
+def _blank_row(job: dict[str, Any]) -> dict[str, Any]:
+    """The job's settings and every measured key set to None (skipped rows have the same keys)."""
+    return {**{key: job[key] for key in ("engine", "threads", "threads_spec", "batch", "seq_len")},
+            **dict.fromkeys(_MEASURED_KEYS)}
 
 
 _MEASURED_KEYS = ("status", "latency_ms", "throughput_ips", "import_ms", "load_ms", "first_run_ms",

@@ -359,10 +359,40 @@ def _probe(profile: TargetProfile) -> tuple[bool | None, str]:
     return ok, f"{what}: {found}{numpy}"
 
 
+def host_skip_reason(engine: str) -> str | None:
+    """Why ``engine`` cannot run on this machine whatever the bundle (no GPU, say), or None.
+
+    Asks the engine's optional ``host_check()`` (the GPU engines have one; CPU engines do not and always
+    pass): it raises :class:`~edgetl.bench.engines.EngineSkipped` with the reason.
+    """
+    from edgetl.bench.engines import BENCH_ENGINES, EngineSkipped
+
+    host_check = getattr(BENCH_ENGINES.get(engine), "host_check", None)
+    if host_check is None:
+        return None
+    try:
+        host_check()
+    except EngineSkipped as exc:
+        return exc.message
+    return None
+
+
 def _probe_local(profile: TargetProfile) -> tuple[bool, str]:
+    """Available when one engine's package is installed and its host check (a GPU...) passes.
+
+    The status names each engine with its package version; engines that cannot run here are grouped
+    under their reason (``no CUDA GPU here: ... (torch-cuda, onnxruntime-cuda)``).
+    """
     from edgetl.bench.engines import BENCH_ENGINES, package_version
 
-    found = {name: package_version(BENCH_ENGINES.get(name).package) if name in BENCH_ENGINES else "not registered"
-             for name in profile.engines}
-    text = ", ".join(f"{n} {v}" for n, v in found.items())
-    return any(v not in ("not installed", "not registered") for v in found.values()), text
+    found, reasons = [], {}
+    for name in profile.engines:
+        version = package_version(BENCH_ENGINES.get(name).package) if name in BENCH_ENGINES else "not registered"
+        reason = None if version in ("not installed", "not registered") else host_skip_reason(name)
+        if reason is None:
+            found.append((name, version))
+        else:
+            reasons.setdefault(reason, []).append(name)
+    ok = any(v not in ("not installed", "not registered") for _, v in found)
+    parts = [f"{n} {v}" for n, v in found] + [f"{why} ({', '.join(names)})" for why, names in reasons.items()]
+    return ok, "; ".join(parts) if reasons else ", ".join(parts)
