@@ -197,9 +197,10 @@ class KDRun:
             return "feature matching needs the teacher's feature maps"
         return None
 
-    def _loader(self, cache: TeacherCache | None, train: bool = True) -> Any:
+    def train_loader(self, cache: TeacherCache | None) -> Any:
+        """The student's training batches, with the cached teacher outputs or the teacher's own inputs."""
         t = self.scfg.train
-        return kd_loader(self.data.train, self.built.spec, self.teacher, batch_size=t.batch_size, shuffle=train,
+        return kd_loader(self.data.train, self.built.spec, self.teacher, batch_size=t.batch_size, shuffle=True,
                          seed=t.seed, augment=self.augment, cache=cache, tokenizer=self.built.extras.get("tokenizer"),
                          shared=self.shared, workers=t.workers)
 
@@ -262,7 +263,7 @@ class KDRun:
     def fit(self) -> ft.FitState:
         """The epoch loop of fine-tuning, with the distillation loss; the best epoch by validation accuracy."""
         t, model = self.scfg.train, self.built.model
-        train = self._loader(self.build_cache())
+        train = self.train_loader(self.build_cache())
         val = self.task.loader(self.data.val, self.built, self.scfg, train=False, batch_size=128)
         groups = layerwise_param_groups(model, t.lr, t.layer_decay, t.weight_decay)
         if self.feature:
