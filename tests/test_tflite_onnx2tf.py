@@ -31,13 +31,18 @@ REVIEWS = ["a moving, funny film", "tedious", "the best movie of the year, a tri
 
 
 def _max_pool_net():
-    """A small CNN with a global max-pooling head: litert-torch 0.10 cannot lower ``adaptive_max_pool2d``."""
+    """A small CNN with a global max-pooling head: litert-torch 0.10 cannot lower ``adaptive_max_pool2d``.
+
+    Its convolution pads TF-"same" like EfficientNet-Lite (timm's ``Conv2dSame``), which the TorchScript exporter
+    writes as shape arithmetic feeding a ``Pad``: onnx2tf only converts it once that is folded into constants.
+    """
     import torch
+    from timm.layers import Conv2dSame
 
     class MaxPoolNet(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.conv = Conv2dSame(3, 8, 3, stride=2)
             self.fc = torch.nn.Linear(8, len(LABELS))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:

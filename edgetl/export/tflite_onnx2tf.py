@@ -92,11 +92,12 @@ def convert(model: Any, spec: ModelSpec, path: Path, *, precision: str, opset: i
         work = Path(tmp)
         onnx_path = work / "model.onnx"
         exporter = _export_onnx(model, spec, onnx_path, opset)
+        _fold_shape_computations(onnx_path)
         _write_sample_images(work / SAMPLE_FILE)
         _run_onnx2tf(work, onnx_path, work / "tf", pseudo_ops=_pseudo_ops(onnx_path))
-        suffix = "float16" if precision == "fp16" else "float32"
-        path.write_bytes((work / "tf" / f"model_{suffix}.tflite").read_bytes())
-    _check_io(path, spec)
+        written = work / "tf" / f"model_{'float16' if precision == 'fp16' else 'float32'}.tflite"
+        _check_io(written, spec)  # before it reaches ``path``: a refused file is never left behind
+        path.write_bytes(written.read_bytes())
     facts: dict[str, Any] = {
         "route": ROUTE,
         "onnx2tf_version": importlib.metadata.version("onnx2tf"),
@@ -164,6 +165,28 @@ def _module_and_inputs(model: Any, spec: ModelSpec) -> tuple[Any, tuple[Any, ...
     return model.eval(), (torch.randn(*shapes[INPUT_NAME], generator=generator),)
 
 
+def _fold_shape_computations(onnx_path: Path) -> None:
+    """Fold a graph's shape arithmetic into constants with ONNX Runtime's basic (standard-op) optimizations.
+
+    With fixed input shapes these computations are constants, but the TorchScript exporter keeps them (e.g.
+    timm's TF-"same" padding of EfficientNet-Lite: ``Shape -> Ceil -> Sub -> Pad``), and onnx2tf fails on the
+    dynamic ``Pad`` they feed. onnx2tf would use onnxsim for this; ONNX Runtime is already installed. Graphs
+    without ``Shape`` ops are left as they are.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    if not any(node.op_type == "Shape" for node in onnx.load(str(onnx_path), load_external_data=False).graph.node):
+        return
+    folded = onnx_path.with_name("folded.onnx")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(folded)
+    ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    folded.replace(onnx_path)
+    log.info("folded the ONNX graph's shape computations (ONNX Runtime basic optimizations)")
+
+
 def _pseudo_ops(onnx_path: Path) -> list[str]:
     """onnx2tf pseudo-op replacements the graph needs (lowercase names: onnx2tf ignores ``"Erf"``)."""
     import onnx
@@ -206,7 +229,8 @@ def _child_error(stdout: str, stderr: str) -> str:
     exceptions = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception): ", line)]
     errors = [line for line in lines if line.startswith("ERROR:") and "trace log" not in line]
     found = exceptions or errors or [line for line in lines if line] or ["no output"]
-    return _clip(found[-1])
+    where = [line.split("onnx_op_name:", 1)[1].strip() for line in lines if line.startswith("ERROR: onnx_op_name:")]
+    return _clip(found[-1] + (f" (at ONNX node {where[-1]})" if where else ""))
 
 
 def _check_io(path: Path, spec: ModelSpec) -> None:
