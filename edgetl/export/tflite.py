@@ -1,4 +1,4 @@
-"""TFLite exporter: torch model -> one ``model.tflite`` through litert-torch (no TensorFlow), run by ai-edge-litert.
+"""TFLite exporter: torch model -> one ``model.tflite`` (litert-torch, or ONNX -> onnx2tf), run by ai-edge-litert.
 
 Inputs follow the mobile convention:
 
@@ -300,8 +300,9 @@ def _second_route(model: Any, spec: ModelSpec, path: Path, precision: str, opset
     log.warning("%s; trying ONNX -> onnx2tf", reason)
     try:
         facts = _convert_onnx2tf(model, spec, path, precision, opset)
-    except ExportError as exc:
-        raise ExportError(f"TFLite export failed; {reason}; then {exc.message}",
+    except Exception as exc:
+        second = exc.message if isinstance(exc, ExportError) else f"onnx2tf failed: {_one_line(exc)}"
+        raise ExportError(f"TFLite export failed; {reason}; then {second}",
                           "export to onnx or openvino instead") from exc
     return {**facts, "fallback_reason": reason}
 
