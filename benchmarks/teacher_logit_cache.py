@@ -80,16 +80,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", default="efficientnet_lite2")
     parser.add_argument("--student", default="mobilenet_v3_small")
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=64, help="the student's input size")
+    parser.add_argument("--teacher-size", type=int, help="the teacher's input size (default: the student's); "
+                                                           "each model keeps its own preprocessing")
     parser.add_argument("--per-class", type=int, default=100, help="training images per class (Fashion-MNIST)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="epochs of each kind, alternating")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (one: steady on a shared machine)")
     parser.add_argument("--json", required=True)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     task = TASKS.get("image")
     data = task.load_data(kd_config(args, True).student())
     teacher_dir = teacher_run(Path(tempfile.mkdtemp(prefix="edgetl-kd-bench-")), args.teacher, data.classes,
-                              args.image_size)
+                              args.teacher_size or args.image_size)
     teacher = load_teacher("run", teacher_dir, data.classes, "image")
     sides = {"cached": Side("cached", args, data, teacher), "online": Side("online", args, data, teacher)}
     seconds: dict[str, list[float]] = {"cached": [], "online": []}
@@ -101,6 +105,7 @@ def main() -> None:
     ratios = [o / c for o, c in zip(seconds["online"], seconds["cached"], strict=True)]
     result = {
         "teacher": args.teacher, "student": args.student, "image_size": args.image_size,
+        "teacher_size": args.teacher_size or args.image_size,
         "train_samples": len(data.train), "batch_size": args.batch_size, "threads": torch.get_num_threads(),
         "epoch_seconds": seconds, "median_epoch_s": {"cached": cached, "online": online},
         "speedup_of_medians": round(online / cached, 2), "median_round_speedup": round(statistics.median(ratios), 2),
