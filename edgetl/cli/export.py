@@ -28,17 +28,20 @@ import click
                    "artifact and on the test split against PyTorch [default: 1.0 for int8, unchecked otherwise].")
 @click.option("--calib", type=click.Path(path_type=Path), default=None,
               help="INT8: calibration set folder made by `edgetl calibrate` (required for static INT8).")
-@click.option("--method", type=click.Choice(["auto", "dynamic", "static"]), default="auto", show_default=True,
-              help="INT8: auto = dynamic for text (onnx, tflite), static (calibrated) otherwise.")
+@click.option("--method", type=click.Choice(["auto", "dynamic", "static", "qat"]), default="auto", show_default=True,
+              help="INT8: auto = dynamic for text (onnx, tflite), static (calibrated, ending with QAT for ONNX "
+                   "images) otherwise; qat = quantization-aware training alone (ONNX images).")
 @click.option("--budget-samples", type=int, default=None,
               help="INT8: measure the accuracy budget on the first N validation samples [default: all].")
+@click.option("--qat-steps", type=int, default=None,
+              help="INT8: optimiser steps of the quantization-aware-training rung [default: 200].")
 @click.option("--tflite-route", type=click.Choice(["auto", "litert-torch", "onnx2tf"]), default="auto",
               show_default=True, help="TFLite converter: auto = litert-torch, then ONNX -> onnx2tf if it fails "
                                       "(needs the tf extra).")
 def command(run_dir: Path, fmt: str, precision: str, out: Path, overwrite: bool, verify_limit: int | None,
             opset: int, max_abs_diff: float | None, max_rel_diff: float | None, min_agreement: float | None,
             max_accuracy_drop: float | None, calib: Path | None, method: str, budget_samples: int | None,
-            tflite_route: str) -> None:
+            qat_steps: int | None, tflite_route: str) -> None:
     """Export RUN_DIR to a bundle, verify it against PyTorch on the test split, refuse it if it differs."""
     from edgetl.cli.render import print_export_summary, print_verification
     from edgetl.errors import ExportError
@@ -46,7 +49,8 @@ def command(run_dir: Path, fmt: str, precision: str, out: Path, overwrite: bool,
 
     options = {"verify_limit": verify_limit, "opset": opset, "max_abs_diff": max_abs_diff,
                "max_rel_diff": max_rel_diff, "min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop,
-               "calib": calib, "method": method, "budget_samples": budget_samples, "tflite_route": tflite_route}
+               "calib": calib, "method": method, "budget_samples": budget_samples, "tflite_route": tflite_route,
+               "qat_steps": qat_steps}
     if fmt != ALL_FORMATS:
         print_verification(export(run_dir, fmt, out, precision=precision, overwrite=overwrite, **options))
         return

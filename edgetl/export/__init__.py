@@ -98,6 +98,7 @@ def export(
     method: str = "auto",
     budget_samples: int | None = None,
     tflite_route: str = "auto",
+    qat_steps: int | None = None,
 ) -> Path:
     """Export a run folder's model to a bundle, verify it against PyTorch, and write ``edgetl.json``.
 
@@ -127,6 +128,7 @@ def export(
         budget_samples: INT8: measure the budget on the first N validation samples (default: all of them).
         tflite_route: TFLite only: ``auto`` (litert-torch, then onnx2tf if it fails), ``litert-torch`` or
             ``onnx2tf`` (see :mod:`edgetl.export.tflite`).
+        qat_steps: INT8: optimiser steps of the quantization-aware-training rung (default 200).
 
     Returns:
         The bundle folder.
@@ -149,7 +151,7 @@ def export(
     plan = None
     if precision == "int8":
         plan = Int8Plan.make(run, fmt, spec, calib=calib, method=method, budget=limits.max_accuracy_drop,
-                             budget_samples=budget_samples, min_agreement=limits.min_agreement)
+                             budget_samples=budget_samples, min_agreement=limits.min_agreement, qat_steps=qat_steps)
     with staged_dir(out, overwrite) as stage:
         if spec.is_text:
             _copy_tokenizer(run, stage)

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgetl.errors import DataError
+from edgetl.errors import ConfigError, DataError
 from edgetl.quantize.base import CalibBatches, LabelledBatches
 from edgetl.quantize.frontend import (
     DEFAULT_BUDGET,
+    QAT_FORMATS,
     artifact_size,
     copy_artifact,
     quantize_artifact,
@@ -49,6 +52,7 @@ class Int8Plan:
         budget: Largest accepted validation-accuracy drop against FP32, in points.
         min_agreement: Smallest top-1 agreement with FP32 a rung needs (the verification's own floor).
         budget_samples: Validation samples the budget is measured on (None: the whole split).
+        qat_steps: Optimiser steps of the quantization-aware-training rung (None: its default).
     """
 
     run: Run
@@ -59,11 +63,12 @@ class Int8Plan:
     budget: float
     budget_samples: int | None
     min_agreement: float = 0.0
+    qat_steps: int | None = None
 
     @classmethod
     def make(
         cls, run: Run, fmt: str, spec: ModelSpec, *, calib: str | Path | None, method: str, budget: float | None,
-        budget_samples: int | None, min_agreement: float = 0.0,
+        budget_samples: int | None, min_agreement: float = 0.0, qat_steps: int | None = None,
     ) -> Int8Plan:
         """Check the options against the run; raises ConfigError/DataError with a hint on bad input."""
         calib_path = Path(calib) if calib is not None else None
@@ -72,8 +77,10 @@ class Int8Plan:
         method = resolve_method(method, fmt, text=spec.is_text, has_calib=calib_path is not None)
         if budget_samples is not None and budget_samples < 1:
             raise DataError(f"budget_samples must be >= 1, got {budget_samples}")
+        if qat_steps is not None and qat_steps < 1:
+            raise ConfigError(f"qat_steps must be >= 1, got {qat_steps}")
         return cls(run, fmt, spec, method, calib_path,
-                   DEFAULT_BUDGET if budget is None else float(budget), budget_samples, min_agreement)
+                   DEFAULT_BUDGET if budget is None else float(budget), budget_samples, min_agreement, qat_steps)
 
     def execute(
         self, exporter: Exporter, model: Any, stage: Path, model_path: Path, *, opset: int, progress: bool
@@ -98,7 +105,7 @@ class Int8Plan:
                 self.fmt, fp32_path, method=self.method, text=self.spec.is_text, calib=calib,
                 validation=validation, budget=self.budget, predictor=exporter.predictor, workdir=Path(tmp) / "ladder",
                 min_agreement=self.min_agreement,
-                progress=(lambda line: log.info("%s", line)) if progress else None)
+                progress=(lambda line: log.info("%s", line)) if progress else None, qat=self._qat(model))
             entry = result.to_dict()
             entry["calibration"] = str(self.calib_path) if self.calib_path is not None else None
             fp32_size = artifact_size(fp32_path)
@@ -112,6 +119,35 @@ class Int8Plan:
             entry.update(speed=speed, fp32_bytes=fp32_size, int8_bytes=artifact_size(kept), backend=kept_facts)
         _report_speed(speed, entry)
         return facts, entry
+
+    def _qat(self, model: Any) -> Callable[[Path], dict[str, Any]] | None:
+        """The quantization-aware-training rung (ONNX image models): fine-tunes on the run's train split."""
+        if self.fmt not in QAT_FORMATS or self.spec.is_text:
+            return None
+
+        def build(path: Path) -> dict[str, Any]:
+            import torch
+            from torch.utils.data import DataLoader
+
+            from edgetl.data.torch_data import TorchImageDataset, eval_transform
+            from edgetl.quantize.qat import QatSettings, qat_onnx
+
+            settings = QatSettings() if self.qat_steps is None else QatSettings(steps=self.qat_steps)
+            dataset = TorchImageDataset(self.run.data().train, eval_transform(self.run.spec))
+            generator = torch.Generator().manual_seed(self.run.config.train.seed)
+
+            def batches() -> DataLoader:
+                return DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, generator=generator)
+
+            started = time.perf_counter()
+
+            def report(step: int, steps: int, loss: float) -> None:
+                left = (time.perf_counter() - started) / step * (steps - step)
+                log.info("QAT step %d/%d: loss %.4f (about %.0f min left)", step, steps, loss, left / 60)
+
+            return qat_onnx(model, (3, *self.spec.input_size), batches, path, settings=settings, progress=report)
+
+        return build
 
     def _calib_batches(self, tokenizer: Any) -> CalibBatches | None:
         if self.calib_path is None:

@@ -8,7 +8,9 @@ the FP32 artifact's, and keeps the first within ``budget`` points. The ladders:
 format    method   rungs
 ========  =======  ==================================================================================
 onnx      static   QDQ per-channel MinMax -> Percentile -> Entropy calibration -> the 1, 2, 4, 8, 16
-                   most sensitive tensors kept in float (ranked by ONNX Runtime's qdq_loss_debug)
+                   most sensitive tensors kept in float (ranked by ONNX Runtime's qdq_loss_debug) ->
+                   quantization-aware training (images; :mod:`edgetl.quantize.qat`)
+onnx      qat      quantization-aware training alone
 onnx      dynamic  per-channel int8 weights -> the most sensitive MatMuls kept in float (needs calibration
                    batches to rank them)
 openvino  static   NNCF PTQ (performance preset) -> mixed preset (asymmetric activations) with global
@@ -18,9 +20,10 @@ tflite    static   full INT8 (calibrated activations) -> dynamic-range INT8 (act
 tflite    dynamic  dynamic-range INT8
 ========  =======  ==================================================================================
 
-When no rung meets the budget the caller keeps the FP32 artifact and the result says so. Quantization-aware
-training is not a rung in this version. :func:`time_pair` then times the kept INT8 artifact against its FP32
-twin, interleaved, so the bundle can say plainly when INT8 is not faster on this machine.
+When no rung meets the budget the caller keeps the FP32 artifact and the result says so. OpenVINO and TFLite
+have no QAT rung yet (NNCF QAT is a candidate; litert-torch's QAT is broken in this toolchain).
+:func:`time_pair` then times the kept INT8 artifact against its FP32 twin, interleaved, so the bundle can say
+plainly when INT8 is not faster on this machine.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ from edgetl.verify import Predictor
 
 log = logging.getLogger("edgetl")
 
-METHODS = ("auto", "dynamic", "static")
+METHODS = ("auto", "dynamic", "static", "qat")
+#: Formats with a quantization-aware training rung (images only).
+QAT_FORMATS = ("onnx",)
 #: Formats whose INT8 can be made without calibration data (weights only).
 DYNAMIC_FORMATS = ("onnx", "tflite")
 SENSITIVE_COUNTS = (1, 2, 4, 8, 16)
@@ -71,6 +76,11 @@ def resolve_method(method: str, fmt: str, *, text: bool, has_calib: bool) -> str
         method = "dynamic" if text and fmt in DYNAMIC_FORMATS else "static"
     if method == "dynamic" and fmt not in DYNAMIC_FORMATS:
         raise ConfigError(f"{fmt} has no dynamic INT8", "use --method static with a calibration set (--calib)")
+    if method == "qat" and (text or fmt not in QAT_FORMATS):
+        what = "text models" if text else fmt
+        raise ConfigError(f"quantization-aware training is not available for {what}",
+                          f"use --method {'dynamic' if text else 'static'}; QAT covers image models in "
+                          f"{', '.join(QAT_FORMATS)}")
     if method == "static" and not has_calib:
         raise ConfigError(f"static INT8 ({fmt}) needs calibration data and none was given", CALIB_HINT)
     return method
@@ -89,6 +99,7 @@ def quantize_artifact(
     workdir: Path,
     min_agreement: float = 0.0,
     progress: Callable[[str], None] | None = None,
+    qat: Callable[[Path], dict[str, Any]] | None = None,
 ) -> tuple[QuantizeResult, Path | None, dict[str, Any] | None]:
     """Walk ``fmt``'s ladder from the FP32 artifact until a candidate is within ``budget`` points of it.
 
@@ -105,6 +116,8 @@ def quantize_artifact(
         min_agreement: Smallest top-1 agreement with the FP32 artifact a candidate needs as well (0..1), so
             that a candidate the final verification would refuse is not kept.
         progress: Called with a one-line status before each rung.
+        qat: Builds the quantization-aware-training candidate into a path (the last ONNX rung, or the only
+            one for method ``qat``); None: no QAT rung.
 
     Returns:
         The result (every rung tried, the kept one or why none), the kept candidate's file (in ``workdir``)
@@ -117,7 +130,7 @@ def quantize_artifact(
     result = QuantizeResult(fmt=fmt, method=method, budget=budget, validation_samples=n)
     log.info("INT8 budget: <= %.2f points below FP32 (%.2f%% on %d validation samples)", budget, 100 * reference, n)
     best: tuple[float, int, Path, dict[str, Any]] | None = None
-    for index, rung in enumerate(_ladder(fmt, method, fp32_path, text, calib, validation, budget, workdir)):
+    for index, rung in enumerate(_ladder(fmt, method, fp32_path, text, calib, validation, budget, workdir, qat)):
         if progress is not None:
             progress(f"INT8 rung {index + 1}: {rung.step}")
         folder = workdir / f"rung{index}"
@@ -158,10 +171,12 @@ def predictions(predict: Predictor, validation: LabelledBatches) -> np.ndarray:
 
 def _ladder(
     fmt: str, method: str, fp32: Path, text: bool, calib: CalibBatches | None, validation: LabelledBatches,
-    budget: float, workdir: Path,
+    budget: float, workdir: Path, qat: Callable[[Path], dict[str, Any]] | None = None,
 ) -> Iterator[Rung]:
     if fmt == "onnx":
         yield from _onnx_rungs(method, fp32, calib, workdir)
+        if qat is not None and method in ("static", "qat"):
+            yield Rung("quantization-aware training", qat)
     elif fmt == "openvino":
         yield from _openvino_rungs(fp32, text, calib or [], validation, budget)
     elif fmt == "tflite":
@@ -182,6 +197,8 @@ def _onnx_rungs(method: str, fp32: Path, calib: CalibBatches | None, workdir: Pa
 
     cache = workdir / "ranges"
     cache.mkdir(parents=True, exist_ok=True)
+    if method == "qat":
+        return
     if method == "dynamic":
         yield Rung("dynamic, per-channel", lambda p: quantize_onnx_dynamic(fp32, p))
         if not calib:
