@@ -272,14 +272,14 @@ def plan_calls(model: Any, named: dict[str, Any]) -> tuple[list[dict[str, Any]],
 
 # ---------------------------------------------------------------- timing
 
-def measure(fn: Any, warmup: int, min_runs: int, min_time_s: float, max_time_s: float) -> dict[str, Any]:
-    """``edgetl.bench.timing.measure``'s loop and statistics (milliseconds)."""
-    import numpy as np
-
+def timed_calls(fn: Any, warmup: int, min_runs: int, min_time_s: float, max_time_s: float) -> list[int]:
+    """The timing loop of every edgetl benchmark (``edgetl.bench.timing.measure`` calls it too): ``warmup``
+    untimed calls, then timed calls until both ``min_runs`` and ``min_time_s`` are reached, or ``max_time_s``
+    has passed (at least one call is always timed). Returns each call's nanoseconds."""
     for _ in range(warmup):
         fn()
-    latencies, elapsed = [], 0
-    min_ns, max_ns = int(min_time_s * 1e9), int(max_time_s * 1e9)
+    latencies: list[int] = []
+    elapsed, min_ns, max_ns = 0, int(min_time_s * 1e9), int(max_time_s * 1e9)
     while len(latencies) < min_runs or elapsed < min_ns:
         if latencies and elapsed >= max_ns:
             break
@@ -287,6 +287,14 @@ def measure(fn: Any, warmup: int, min_runs: int, min_time_s: float, max_time_s: 
         fn()
         latencies.append(time.perf_counter_ns() - start)
         elapsed += latencies[-1]
+    return latencies
+
+
+def measure(fn: Any, warmup: int, min_runs: int, min_time_s: float, max_time_s: float) -> dict[str, Any]:
+    """``edgetl.bench.timing.measure``'s loop and statistics (milliseconds)."""
+    import numpy as np
+
+    latencies = timed_calls(fn, warmup, min_runs, min_time_s, max_time_s)
     lat = np.asarray(latencies, dtype=np.float64) / 1e6
     p50, p90, p99 = np.percentile(lat, [50, 90, 99])
     return {"runs": int(lat.size), "warmup": warmup, "total_s": float(lat.sum() / 1000), "p50_ms": float(p50),

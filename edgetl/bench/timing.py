@@ -83,18 +83,10 @@ def measure(
     Raises:
         ConfigError: A limit is negative, ``min_runs`` is below 1, or ``max_time_s < min_time_s``.
     """
+    from edgetl.bench.device_runner import timed_calls  # one loop for local and device runs
+
     _check_limits(warmup, min_runs, min_time_s, max_time_s)
-    for _ in range(warmup):
-        fn()
-    latencies: list[int] = []
-    elapsed, min_ns, max_ns = 0, int(min_time_s * 1e9), int(max_time_s * 1e9)
-    while len(latencies) < min_runs or elapsed < min_ns:
-        if latencies and elapsed >= max_ns:
-            break
-        start = time.perf_counter_ns()
-        fn()
-        latencies.append(time.perf_counter_ns() - start)
-        elapsed += latencies[-1]
+    latencies = timed_calls(fn, warmup, min_runs, min_time_s, max_time_s)
     hit_limit = len(latencies) < min_runs
     return TimingStats.from_latencies(np.asarray(latencies) / 1e6, warmup=warmup, hit_time_limit=hit_limit)
 
