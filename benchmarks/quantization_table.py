@@ -72,14 +72,17 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.5, help="accuracy budget in points")
     parser.add_argument("--verify-limit", type=int, default=None, help="test samples (default: all)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep the bundles in KEEP/<format>-fp32 and KEEP/<format>-int8 (default: deleted)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     calib = calibration_for_run(args.run_dir, CalibrationRecipe(), progress=False)
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgetl-qtable-") as tmp:
+        where = args.keep or Path(tmp)
         for fmt in args.formats:
             try:
-                rows.append(row(args.run_dir, fmt, calib.path, args.budget, args.verify_limit, Path(tmp)))
+                rows.append(row(args.run_dir, fmt, calib.path, args.budget, args.verify_limit, where))
             except EdgetlError as exc:  # e.g. INT8 refused by the test-split check: a result, not a crash
                 rows.append({"format": fmt, "error": exc.one_line()})
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "attempts"}), flush=True)
