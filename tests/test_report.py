@@ -79,6 +79,35 @@ def test_pareto_front() -> None:
     assert [p["latency_ms"] for p in pareto_front(points)] == [1, 2, 4]
 
 
+def test_pareto_labels_do_not_overlap() -> None:
+    """Six artifacts at the same accuracy a few tenths of a ms apart (the demo's case): every label readable."""
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from edgetl.report.plots import pareto_figure
+
+    same = [{"label": f"{fmt} {prec} / engine-{fmt}", "latency_ms": ms, "accuracy": 0.9135, "size_mb": mb,
+             "format": fmt, "precision": prec}
+            for fmt, prec, ms, mb in [("tflite", "fp16", 2.16, 7.0), ("tflite", "fp32", 2.21, 13.6),
+                                      ("openvino", "fp32", 2.68, 14.1), ("openvino", "fp16", 2.75, 7.5),
+                                      ("onnx", "fp32", 3.36, 13.6), ("onnx", "fp16", 4.98, 6.9)]]
+    others = [{"label": "openvino int8 / openvino", "latency_ms": 1.63, "accuracy": 0.916, "size_mb": 5.3,
+               "format": "openvino", "precision": "int8", "best": True},
+              {"label": "pytorch fp32 / torch", "latency_ms": 18.1, "accuracy": 0.9135, "size_mb": 13.6,
+               "format": "pytorch", "precision": "fp32"}]
+    fig = pareto_figure({"local-cpu": same + others, "pi": same[:3]})
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        frame = ax.get_window_extent(renderer)
+        boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]
+        assert sorted(t.get_text() for t in ax.texts) == sorted(p["label"] for p in
+                                                              (same + others if len(boxes) > 3 else same[:3]))
+        for i, box in enumerate(boxes):
+            assert frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1), ax.texts[i].get_text()
+            assert not any(box.overlaps(other) for other in boxes[i + 1:]), ax.texts[i].get_text()
+    plt.close(fig)
+
+
 @pytest.mark.slow
 def test_report_of_a_real_bench(bench_json: Path, tmp_path: Path) -> None:
     bench = read_json(bench_json / "cpu.json")

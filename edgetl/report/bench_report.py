@@ -261,7 +261,7 @@ def write_bench_report(
         "entries": [asdict(e) for e in entries], "sources": [str(p) for p in bench_files],
     }
     with staged_dir(out, overwrite=overwrite) as tmp:
-        plotted = {t: [_plot_point(p) for p in pts if p.accuracy is not None] for t, pts in points.items()}
+        plotted = {t: [_plot_point(p, best[t][0]) for p in pts if p.accuracy is not None] for t, pts in points.items()}
         plotted = {t: pts for t, pts in plotted.items() if pts}
         if plotted:
             plot_pareto(plotted, tmp / "pareto.png")
@@ -283,8 +283,9 @@ def why_no_best(entries: list[Entry], points: list[Entry], batch: int | None) ->
     return f"no artifact meets the constraint (the most accurate: {_pct(top)})"
 
 
-def _plot_point(p: Entry) -> dict[str, Any]:
-    return {"label": p.label, "latency_ms": p.p50_ms, "accuracy": p.accuracy, "size_mb": p.size_mb}
+def _plot_point(p: Entry, best: Entry | None) -> dict[str, Any]:
+    return {"label": p.label, "latency_ms": p.p50_ms, "accuracy": p.accuracy, "size_mb": p.size_mb,
+            "format": p.format, "precision": p.precision, "best": p == best}
 
 
 def render_markdown(
