@@ -32,6 +32,7 @@ from typing import Any
 
 from edgetl.errors import ExportError
 from edgetl.quantize.onnx_compact import compact_names
+from edgetl.quantize.onnx_static import _first_line
 
 log = logging.getLogger("edgetl")
 
@@ -244,8 +245,3 @@ def _export(prepared: Any, example: Any, dst: Path, opset: int) -> None:
         raise ExportError(f"QAT: the fake-quantized model could not be exported ({_first_line(exc)})",
                           "use the post-training rungs, or export fp32") from None
     compact_names(dst)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
