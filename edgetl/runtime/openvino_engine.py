@@ -62,7 +62,9 @@ class OpenVINOEngine:
         """
         feeds = prepare_feeds(inputs, self.inputs)
         with self._lock:
-            self._request.infer(feeds)
+            # share_inputs: the request reads the caller's arrays in place (no copy of the batch into its own
+            # tensors); they outlive this synchronous call. As benchmark_app does, which fills its tensors once.
+            self._request.infer(feeds, share_inputs=True)
             logits = self._request.get_output_tensor(0).data
             return np.array(logits, dtype=np.float32)  # a copy: the request reuses its output buffer
 
