@@ -36,14 +36,16 @@ def command(config_file: Path | None, student: str | None, out: Path, overwrite:
     """
     from edgetl.cli.render import print_finetune_summary
     from edgetl.train.distill import distill
+    from edgetl.train.distributed import is_main_process
 
     cfg = DistillConfig.from_dict(load_yaml(config_file)) if config_file else DistillConfig()
     apply_overrides(cfg, flags)
     if student:
         cfg.model.backbone = student
     metrics = distill(cfg.validate(), out, overwrite=overwrite)
-    print_finetune_summary(metrics, out)
-    print_distill_summary(metrics)
+    if is_main_process():  # under torchrun every rank returns the metrics; rank 0 prints them
+        print_finetune_summary(metrics, out)
+        print_distill_summary(metrics)
 
 
 def print_distill_summary(metrics: dict) -> None:

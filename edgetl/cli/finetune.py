@@ -25,9 +25,11 @@ def command(config_file: Path | None, out: Path, overwrite: bool, resume: bool, 
     a folder of split files or class folders of .txt, or `rotten-tomatoes`.
     """
     from edgetl.cli.render import print_finetune_summary
+    from edgetl.train.distributed import is_main_process
     from edgetl.train.finetune import finetune
 
     cfg = FinetuneConfig.from_dict(load_yaml(config_file)) if config_file else FinetuneConfig()
     apply_overrides(cfg, flags)
     metrics = finetune(cfg.validate(), out, overwrite=overwrite, resume=resume)
-    print_finetune_summary(metrics, out)
+    if is_main_process():  # under torchrun every rank returns the metrics; rank 0 prints them
+        print_finetune_summary(metrics, out)
