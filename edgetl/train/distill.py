@@ -6,6 +6,11 @@ run folder has the fine-tune layout (``weights.safetensors``, ``model.json``, ``
 reads it unchanged; ``distill.yaml`` holds the whole distillation config, ``teacher/`` the teacher's
 run when a registered backbone was fine-tuned into one first, and ``distillation.png`` the teacher /
 student without KD / student with KD comparison.
+
+Under ``torchrun`` every rank trains (see :mod:`edgetl.train.distributed`): the teacher-logit cache is
+computed shard by shard (each rank runs the teacher on its strided share of the training split) and
+gathered whole on every rank, since each epoch's permutation sends any sample to any rank. Rank 0 alone
+evaluates the teacher, builds the comparison (exports, latency) and writes the folder.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from edgetl.errors import ConfigError
 from edgetl.fsutil import check_out_dir, write_json, write_text
 from edgetl.models.student import STUDENT_FROM_TEACHER, distilbert_from_teacher, write_student_folder
 from edgetl.models.weights import WeightsInfo
+from edgetl.train import distributed
 from edgetl.train import finetune as ft
 from edgetl.train.distill_data import TeacherCache, kd_loader, teacher_outputs
 from edgetl.train.distill_losses import FeatureProjection, KDWeights, feature_loss, hidden_cosine_loss, kd_loss
 from edgetl.train.freezing import apply_freezing, freeze_norm_stats, trainable_blocks
-from edgetl.train.loop import predict_logits, to_channels_last, train_one_epoch
+from edgetl.train.loop import predict_logits, to_channels_last, to_device, train_one_epoch
 from edgetl.train.metrics import classification_metrics
 from edgetl.train.optim import build_optimizer, layerwise_param_groups
 from edgetl.train.tasks import TASKS, Built, Task
@@ -46,8 +52,13 @@ def distill(cfg: DistillConfig, out: str | Path, *, overwrite: bool = False) -> 
 
     Returns:
         The metrics written to ``metrics.json`` (with a ``distill`` entry: the teacher, the loss, the cache,
-        and the teacher / no-KD student / KD student comparison).
+        and the teacher / no-KD student / KD student comparison; on every rank under ``torchrun``).
     """
+    with distributed.session():
+        return _distill(cfg, out, overwrite)
+
+
+def _distill(cfg: DistillConfig, out: str | Path, overwrite: bool) -> dict:
     cfg.validate()
     task = TASKS.get(cfg.data.task)
     ref = classify_teacher(cfg.distill.teacher, task.name)  # before any work: a bad name fails at once
@@ -58,9 +69,11 @@ def distill(cfg: DistillConfig, out: str | Path, *, overwrite: bool = False) -> 
     start = time.perf_counter()
     data = ft._load_data(task, student_cfg)
     work = ft.partial_dir(out)
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    main = distributed.current().main
+    if main:
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
     scratch = Path(tempfile.mkdtemp(prefix="edgetl-distill-"))
     try:
         teacher = _teacher(ref, cfg, data, work)
@@ -68,14 +81,18 @@ def distill(cfg: DistillConfig, out: str | Path, *, overwrite: bool = False) -> 
             student_cfg.data.max_length = teacher.spec.max_length  # the teacher's tokens, for the hidden loss
         metrics = _run(task, cfg, student_cfg, data, teacher, work, scratch)
         metrics["seconds"] = round(time.perf_counter() - start, 1)
-        write_json(work / "metrics.json", metrics)
+        if main:
+            write_json(work / "metrics.json", metrics)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        if main:
+            shutil.rmtree(work, ignore_errors=True)
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    ft._publish(work, out)
-    log.info("run folder written: %s (test accuracy %.4f)", out, metrics["test"]["accuracy"])
+    if main:
+        ft._publish(work, out)
+        log.info("run folder written: %s (test accuracy %.4f)", out, metrics["test"]["accuracy"])
+    distributed.barrier()
     return metrics
 
 
@@ -96,7 +113,7 @@ def _teacher(ref: Any, cfg: DistillConfig, data: Any, work: Path) -> Teacher:
         log.info("teacher %s: fine-tuning it on the student's data first (%d epochs)", ref.ref, tcfg.train.epochs)
         path = work / "teacher"
         ft.finetune(tcfg, path, overwrite=True)
-    elif ref.kind == "run":
+    elif ref.kind == "run" and distributed.current().main:
         _warn_other_split(path, cfg)
     return load_teacher("bundle" if ref.kind == "bundle" else "run", path, data.classes, cfg.data.task)
 
@@ -122,13 +139,20 @@ def _run(task: Task, cfg: DistillConfig, student_cfg: FinetuneConfig, data: Any,
     built.model.load_state_dict(state.best_state)
     metrics = ft._final_metrics(task, built, data, student_cfg, state)
     metrics["distill"] = {**kd.describe(), **extra, "config": dataclasses.asdict(cfg.distill)}
-    models = {"teacher": evaluate_teacher(teacher, data, student_cfg), "student_kd": metrics["test"]}
+    kd.to_cpu()  # the teacher's evaluation, the exports and latencies run on the CPU, as in one process
+    models = {"student_kd": metrics["test"]}
     if cfg.distill.compare:
         models["student_no_kd"] = _no_kd(task, cfg, student_cfg, data, teacher, scratch)
-    ft._write_run(task, work, built, student_cfg, metrics)
-    write_text(work / "distill.yaml", dump_yaml(cfg.to_dict()))
-    metrics["distill"]["comparison"] = comparison(models, work, teacher, built, data, cfg, scratch)
-    write_comparison(metrics["distill"]["comparison"], work / "distillation.png")
+    models = {"teacher": distributed.main_only(lambda: evaluate_teacher(teacher, data, student_cfg)), **models}
+
+    def report() -> dict:
+        ft._write_run(task, work, built, student_cfg, metrics)
+        write_text(work / "distill.yaml", dump_yaml(cfg.to_dict()))
+        rows = comparison(models, work, teacher, built, data, cfg, scratch)
+        write_comparison(rows, work / "distillation.png")
+        return rows
+
+    metrics["distill"]["comparison"] = distributed.main_only(report)
     return metrics
 
 
@@ -150,6 +174,7 @@ def _build_student(task: Task, cfg: DistillConfig, student_cfg: FinetuneConfig, 
     local = FinetuneConfig.from_dict(student_cfg.to_dict())
     local.model.backbone = str(folder)
     built = task.build(local, classes)
+    built.model.to(distributed.current().device)
     built.spec = built.spec.with_(backbone=STUDENT_FROM_TEACHER)
     built.weights = WeightsInfo("teacher", True, str(teacher.path),
                                 f"{len(chosen)} layers {chosen} and the embeddings of teacher {teacher.path}")
@@ -186,6 +211,18 @@ class KDRun:
         self.parts: dict[str, float] = {}
         self.epoch_seconds: list[float] = []
         self.cache_seconds: float | None = None
+        self.forward: nn.Module | None = None  # this epoch's student forward (under DDP with several ranks)
+        self.torch_teacher = isinstance(teacher, TorchTeacher)
+        if self.torch_teacher:
+            teacher.model.to(distributed.current().device)
+
+    def to_cpu(self) -> None:
+        """Student, projection and torch teacher back on the CPU (for the reports after training)."""
+        self.built.model.cpu()
+        if self.projection is not None:
+            self.projection.cpu()
+        if self.torch_teacher:
+            self.teacher.model.cpu()
 
     def _cache_reason(self) -> str | None:
         """Why the teacher runs online, or None when its outputs are cached."""
@@ -198,11 +235,13 @@ class KDRun:
         return None
 
     def train_loader(self, cache: TeacherCache | None) -> Any:
-        """The student's training batches, with the cached teacher outputs or the teacher's own inputs."""
+        """The student's training batches, with the cached teacher outputs or the teacher's own inputs
+        (this rank's share of each global batch, in the permutation of ``seed + epoch``)."""
         t = self.scfg.train
-        return kd_loader(self.data.train, self.built.spec, self.teacher, batch_size=t.batch_size, shuffle=True,
-                         seed=t.seed, augment=self.augment, cache=cache, tokenizer=self.built.extras.get("tokenizer"),
-                         shared=self.shared, workers=t.workers)
+        loader = kd_loader(self.data.train, self.built.spec, self.teacher, batch_size=t.batch_size, shuffle=True,
+                           seed=t.seed, augment=self.augment, cache=cache,
+                           tokenizer=self.built.extras.get("tokenizer"), shared=self.shared, workers=t.workers)
+        return distributed.train_loader(loader, t.seed)
 
     def build_cache(self) -> TeacherCache | None:
         """Teacher outputs over the training split, once (None when it must run online)."""
@@ -212,7 +251,11 @@ class KDRun:
         t0 = time.perf_counter()
         loader = kd_loader(self.data.train, self.built.spec, self.teacher, batch_size=128, shuffle=False,
                            seed=0, student=False)
-        cache = teacher_outputs(self.teacher, loader, hidden=self.hidden)
+        shard = distributed.eval_loader(loader)
+        cache = teacher_outputs(_OnDevice(self.teacher), shard, hidden=self.hidden)
+        if distributed.is_shard(shard):  # every rank's shard, whole on every rank
+            cache.logits = torch.from_numpy(distributed.gather_rows(cache.logits.numpy()))
+            cache.hidden = None if cache.hidden is None else distributed.gather_items(cache.hidden)
         used = cache.logits.numel() * 4 + sum(h.numel() * 4 for h in cache.hidden or [])
         if used > CACHE_MEMORY_LIMIT:
             self.cache_reason = f"the cache would hold {used / 1e9:.1f} GB"
@@ -225,20 +268,19 @@ class KDRun:
 
     def step(self, inputs: dict[str, Any], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``loss_fn`` of the shared epoch loop: the student forward, the teacher's targets, the weighted loss."""
-        model, x = self.built.model, inputs["student"]
+        x = to_device(inputs["student"])
         extra: dict[str, torch.Tensor] = {}
         if self.task.name == "text":
-            hidden = model.backbone.forward_units(x)
-            logits = model.head(model.backbone.pool(hidden, x["attention_mask"]))
+            logits, hidden = self.forward(x)
             t_logits, t_hidden = self._targets(inputs, -1 if self.hidden else None)
             if self.hidden:
                 extra["hidden"] = hidden_cosine_loss(hidden, t_hidden, x["attention_mask"])
         elif self.feature:
-            feat, logits = _split_forward(model, to_channels_last(x), self.cfg.distill.student_unit)
             t_logits, t_feat = self._targets(inputs, self.cfg.distill.teacher_unit)
-            extra["feature"] = feature_loss(self.projection(feat, tuple(t_feat.shape[-2:])), t_feat)
+            logits, projected = self.forward(to_channels_last(x), tuple(t_feat.shape[-2:]))
+            extra["feature"] = feature_loss(projected, t_feat)
         else:
-            logits = model(to_channels_last(x))
+            logits = self.forward(to_channels_last(x))
             t_logits, _ = self._targets(inputs, None)
         loss, parts = kd_loss(logits, labels, t_logits, self.weights, self.hard, extra)
         for name, value in parts.items():
@@ -247,16 +289,19 @@ class KDRun:
 
     def _targets(self, inputs: dict[str, Any], unit: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         if "teacher_logits" in inputs:
-            return inputs["teacher_logits"], inputs.get("teacher_hidden")
-        return self.teacher.outputs(inputs["teacher"], unit)
+            return to_device(inputs["teacher_logits"]), to_device(inputs.get("teacher_hidden"))
+        t_in = to_device(inputs["teacher"]) if self.torch_teacher else inputs["teacher"]  # a bundle reads numpy
+        logits, inner = self.teacher.outputs(t_in, unit)
+        return to_device(logits), to_device(inner)
 
     def _make_projection(self, loader: Any) -> None:
         inputs, _ = next(iter(loader))
         with torch.no_grad():
-            feat, _ = _split_forward(self.built.model.eval(), to_channels_last(inputs["student"]),
+            feat, _ = _split_forward(self.built.model.eval(), to_channels_last(to_device(inputs["student"])),
                                      self.cfg.distill.student_unit)
-            _, t_feat = self.teacher.outputs(inputs["teacher"], self.cfg.distill.teacher_unit)
-        self.projection = FeatureProjection(feat.shape[1], t_feat.shape[1]).to(memory_format=torch.channels_last)
+            _, t_feat = self._targets(inputs, self.cfg.distill.teacher_unit)
+        self.projection = FeatureProjection(feat.shape[1], t_feat.shape[1]).to(
+            distributed.current().device, memory_format=torch.channels_last)
         log.info("feature matching: student unit %d (%d channels) -> teacher unit %d (%d channels), 1x1 projection",
                  self.cfg.distill.student_unit, feat.shape[1], self.cfg.distill.teacher_unit, t_feat.shape[1])
 
@@ -264,25 +309,34 @@ class KDRun:
         """The epoch loop of fine-tuning, with the distillation loss; the best epoch by validation accuracy."""
         t, model = self.scfg.train, self.built.model
         train = self.train_loader(self.build_cache())
-        val = self.task.loader(self.data.val, self.built, self.scfg, train=False, batch_size=128)
+        val = distributed.eval_loader(self.task.loader(self.data.val, self.built, self.scfg, train=False,
+                                                       batch_size=128))
         groups = layerwise_param_groups(model, t.lr, t.layer_decay, t.weight_decay)
         if self.feature:
             self._make_projection(train)
             groups.append({"params": list(self.projection.parameters()), "lr": t.lr, "weight_decay": t.weight_decay})
         optimizer, scheduler = build_optimizer(groups, t, len(train))
         state, depth = ft.FitState(), len(model.backbone.units) - 1
+        kind = self.task.name if self.task.name == "text" else "feature" if self.feature else "logits"
+        student = _Student(model, self.projection, kind, self.cfg.distill.student_unit)
+        ft.distributed_rng(t.seed)
         for epoch in range(t.epochs):
             n = trainable_blocks(t.mode, t.unfreeze, depth, epoch, t.progressive_every)
             frozen = apply_freezing(model, n)
-            model.train()
+            student.train()
             freeze_norm_stats(frozen)
+            distributed.set_epoch(train, epoch)
+            self.forward = distributed.wrap(student)
             self.parts, t0 = {}, time.perf_counter()
-            stats = train_one_epoch(model, train, optimizer, scheduler, None, total=len(train), loss_fn=self.step,
+            stats = train_one_epoch(student, train, optimizer, scheduler, None, total=len(train), loss_fn=self.step,
                                     description=f"distill {epoch + 1}/{t.epochs}")
             self.epoch_seconds.append(round(time.perf_counter() - t0, 2))
+            self.parts = distributed.sum_dict(self.parts)
+            distributed.average_buffers(model)
             logits, labels = predict_logits(model, val, total=len(val), description="validate")
-            stop = ft._end_epoch(state, model, epoch, stats, logits, labels, self.data.classes, self.scfg, trainable=n)
-            seen = max(1, len(self.data.train))
+            stop = distributed.broadcast(ft._end_epoch(state, model, epoch, stats, logits, labels, self.data.classes,
+                                                       self.scfg, trainable=n))
+            seen = max(1, len(train.sampler) * distributed.current().world)
             state.history[-1].update({f"loss_{k}": round(v / seen, 5) for k, v in self.parts.items()},
                                      seconds=self.epoch_seconds[-1])
             if stop:
@@ -295,6 +349,38 @@ class KDRun:
                 "online", "online_reason": self.cache_reason, "terms": {k: v for k, v in vars(self.weights).items()},
                 "shared_tokenizer": self.shared if self.task.name == "text" else None,
                 "cache_seconds": self.cache_seconds, "epoch_seconds": self.epoch_seconds}
+
+
+class _Student(nn.Module):
+    """The student's training forward as one module, so that DistributedDataParallel sees every parameter
+    the loss uses (the feature projection's too): logits; text: ``(logits, last hidden states)``;
+    feature matching: ``(logits, projected feature map at the teacher's size)``."""
+
+    def __init__(self, model: nn.Module, projection: nn.Module | None, kind: str, unit: int) -> None:
+        super().__init__()
+        self.model, self.projection, self.kind, self.unit = model, projection, kind, unit
+
+    def forward(self, x: Any, size: tuple[int, int] | None = None) -> Any:
+        model = self.model
+        if self.kind == "text":
+            hidden = model.backbone.forward_units(x)
+            return model.head(model.backbone.pool(hidden, x["attention_mask"])), hidden
+        if self.kind == "feature":
+            feat, logits = _split_forward(model, x, self.unit)
+            return logits, self.projection(feat, size)
+        return model(x)
+
+
+class _OnDevice:
+    """A teacher whose inputs go to the training device and whose outputs come back to the CPU (cache)."""
+
+    def __init__(self, teacher: Teacher) -> None:
+        self.teacher = teacher
+
+    def outputs(self, inputs: Any, unit: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        torch_teacher = isinstance(self.teacher, TorchTeacher)
+        logits, inner = self.teacher.outputs(to_device(inputs) if torch_teacher else inputs, unit)
+        return logits.cpu(), None if inner is None else inner.cpu()
 
 
 def _split_forward(model: nn.Module, x: torch.Tensor, unit: int) -> tuple[torch.Tensor, torch.Tensor]:

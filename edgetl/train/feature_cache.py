@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from edgetl.fsutil import sha256_json, write_bytes
 from edgetl.spec import ModelSpec
+from edgetl.train import distributed
 from edgetl.train.loop import predict_logits
 
 log = logging.getLogger("edgetl")
@@ -86,20 +87,26 @@ def output_bytes(prefix: Prefix, batch: Any, n_samples: int) -> int:
 def cached_outputs(prefix: Prefix, loader: DataLoader, key: str, split: str) -> tuple[np.ndarray, np.ndarray, bool]:
     """Prefix outputs and labels from the disk cache when present, else computed (and stored if small).
 
+    Under ``torchrun`` the cache answers only when it does on every rank (each node has its own disk);
+    otherwise each rank computes its shard of ``loader`` (a :func:`distributed.eval_loader`), the shards
+    are gathered so every rank holds the whole split, and local rank 0 of each node stores it.
+
     Returns:
         ``(outputs, labels, hit)`` where ``hit`` says whether the cache answered.
     """
     path = cache_dir() / f"{key}.npy"
     labels_path = path.with_suffix(".labels.npy")
+    found = None
     if path.is_file() and labels_path.is_file():
         try:
-            out, labels = np.load(path, allow_pickle=False), np.load(labels_path, allow_pickle=False)
-            log.info("%s split: frozen-prefix outputs from cache %s", split, path)
-            return out, labels, True
+            found = np.load(path, allow_pickle=False), np.load(labels_path, allow_pickle=False)
         except (OSError, ValueError):
             log.warning("feature cache %s unreadable; recomputing", path)
+    if distributed.all_true(found is not None):
+        log.info("%s split: frozen-prefix outputs from cache %s", split, path)
+        return found[0], found[1], True
     out, labels = predict_logits(prefix, loader, total=len(loader), description=f"frozen prefix ({split})")
-    if out.nbytes <= DISK_LIMIT_BYTES:
+    if out.nbytes <= DISK_LIMIT_BYTES and distributed.current().local_rank == 0:
         for target, array in ((labels_path, labels), (path, out)):
             buf = io.BytesIO()
             np.save(buf, array, allow_pickle=False)

@@ -1,7 +1,8 @@
 """`edgetl finetune`: data -> backbone + new head -> trained run folder, for images and text.
 
 The run is built in ``.<out>.partial`` beside ``out`` (checkpoints live there, so ``--resume``
-continues an interrupted run) and renamed to ``out`` only when every file is written.
+continues an interrupted run) and renamed to ``out`` only when every file is written. Under ``torchrun``
+every rank trains (see :mod:`edgetl.train.distributed`) and rank 0 alone writes the folder.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from edgetl.config import FinetuneConfig, dump_yaml
 from edgetl.errors import ConfigError, RunFolderError
 from edgetl.fsutil import check_out_dir, write_json, write_text
 from edgetl.runfolder import save_run_files
-from edgetl.train import feature_cache
+from edgetl.train import distributed, feature_cache
 from edgetl.train.freezing import apply_freezing, count_trainable, freeze_norm_stats, trainable_blocks
-from edgetl.train.loop import predict_logits, train_one_epoch
+from edgetl.train.loop import predict_logits, to_device, train_one_epoch
 from edgetl.train.metrics import classification_metrics
 from edgetl.train.optim import build_optimizer, layerwise_param_groups
 from edgetl.train.tasks import TASKS, Built, Task, class_weights
@@ -55,8 +56,13 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, overwrite: bool = False, r
     """Train a classifier as ``cfg`` says and write a run folder at ``out``.
 
     Returns:
-        The metrics written to ``metrics.json``.
+        The metrics written to ``metrics.json`` (on every rank under ``torchrun``).
     """
+    with distributed.session():
+        return _finetune(cfg, out, overwrite, resume)
+
+
+def _finetune(cfg: FinetuneConfig, out: str | Path, overwrite: bool, resume: bool) -> dict:
     cfg.validate()
     task = TASKS.get(cfg.data.task)
     task.check_backbone(cfg.model.backbone)  # an unknown name fails before any work, listing the known ones
@@ -72,14 +78,18 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, overwrite: bool = False, r
     if cfg.train.baseline:
         metrics["baseline"] = _baselines(task, cfg, data)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
-    _write_run(task, work, built, cfg, metrics)
-    _publish(work, out)
-    log.info("run folder written: %s (test accuracy %.4f)", out, metrics["test"]["accuracy"])
+    if distributed.current().main:
+        _write_run(task, work, built, cfg, metrics)
+        _publish(work, out)
+        log.info("run folder written: %s (test accuracy %.4f)", out, metrics["test"]["accuracy"])
+    distributed.barrier()  # every rank returns once the folder is in place
     return metrics
 
 
 def _prepare_work_dir(out: Path, resume: bool, cfg: FinetuneConfig) -> Path:
     work = partial_dir(out)
+    if not distributed.current().main:
+        return work  # rank 0 alone reads and writes the staging folder
     if resume:
         if not (work / CHECKPOINT).is_file():
             raise RunFolderError(f"nothing to resume: no checkpoint in {work}", "run without --resume")
@@ -114,6 +124,7 @@ def _load_data(task: Task, cfg: FinetuneConfig) -> Any:
 
 def _build(task: Task, cfg: FinetuneConfig, classes: list[str], pretrained: bool | None = None) -> Built:
     built = task.build(cfg, classes, pretrained)
+    built.model.to(distributed.current().device)
     log.info("backbone %s: %s", cfg.model.backbone, built.weights.detail)
     freezes = cfg.train.mode == "feature-extract" or (cfg.train.mode == "fine-tune" and cfg.train.unfreeze is not None)
     if not built.weights.pretrained and freezes:
@@ -160,14 +171,15 @@ def _cached_plan(task: Task, built: Built, data: Any, cfg: FinetuneConfig, cut: 
     prefix = feature_cache.Prefix(built.model, cut)
     loaders = {split: task.loader(getattr(data, split), built, cfg, train=False, batch_size=128)
                for split in ("train", "val")}
-    need = feature_cache.output_bytes(prefix, next(iter(loaders["val"]))[0], len(data.train) + len(data.val))
+    first = to_device(next(iter(loaders["val"]))[0])
+    need = feature_cache.output_bytes(prefix, first, len(data.train) + len(data.val))
     if need > CACHE_MEMORY_LIMIT:
         log.info("frozen-prefix cache would need %.1f GB: training end to end instead", need / 1e9)
         return None
     t0 = time.perf_counter()
     for split, shuffle, bs in (("train", True, cfg.train.batch_size), ("val", False, 512)):
         key = feature_cache.cache_key(prefix, built.spec, data.fingerprint, split)
-        x, y, _ = feature_cache.cached_outputs(prefix, loaders[split], key, split)
+        x, y, _ = feature_cache.cached_outputs(prefix, distributed.eval_loader(loaders[split]), key, split)
         loaders[split] = feature_cache.tensor_loader(x, y, bs, shuffle, cfg.train.seed)
     log.info("frozen prefix (units 0-%d of %d) cached in %.1f s (%.0f MB); training the rest on it",
              cut - 1, len(built.model.backbone.units), time.perf_counter() - t0, need / 1e6)
@@ -175,27 +187,45 @@ def _cached_plan(task: Task, built: Built, data: Any, cfg: FinetuneConfig, cut: 
 
 
 def _train(task: Task, built: Built, data: Any, cfg: FinetuneConfig, work: Path) -> FitState:
-    """The epoch loop, shared by end-to-end training and training on a cached frozen prefix."""
+    """The epoch loop, shared by end-to-end training and training on a cached frozen prefix.
+
+    Each epoch draws the permutation of ``seed + epoch`` (a resumed run continues the same order); under
+    ``torchrun`` each rank trains its share of every global batch through DistributedDataParallel and
+    validates its shard of the validation split, gathered whole on every rank.
+    """
     tcfg, model = cfg.train, built.model
     plan = _plan(task, built, data, cfg)
+    train, val = distributed.train_loader(plan.train, tcfg.seed), distributed.eval_loader(plan.val)
     groups = layerwise_param_groups(model, tcfg.lr, tcfg.layer_decay, tcfg.weight_decay)
-    optimizer, scheduler = build_optimizer(groups, tcfg, len(plan.train))
+    optimizer, scheduler = build_optimizer(groups, tcfg, len(train))
     state = _load_checkpoint(work, model, optimizer, scheduler)
-    criterion = _criterion(cfg, data.train.labels, len(data.classes))
+    criterion = _criterion(cfg, data.train.labels, len(data.classes)).to(distributed.current().device)
     depth = len(model.backbone.units) - 1
+    distributed_rng(tcfg.seed)
     for epoch in range(state.epoch, tcfg.epochs):
         n = trainable_blocks(tcfg.mode, tcfg.unfreeze, depth, epoch, tcfg.progressive_every)
         frozen = apply_freezing(model, n)
         plan.module.train()
         freeze_norm_stats(frozen)
-        stats = train_one_epoch(plan.module, plan.train, optimizer, scheduler, criterion,
-                                total=len(plan.train), description=f"epoch {epoch + 1}/{tcfg.epochs}")
-        logits, labels = predict_logits(plan.module, plan.val, total=len(plan.val), description="validate")
-        stop = _end_epoch(state, model, epoch, stats, logits, labels, data.classes, cfg, trainable=n)
+        distributed.set_epoch(train, epoch)
+        stats = train_one_epoch(distributed.wrap(plan.module), train, optimizer, scheduler, criterion,
+                                total=len(train), description=f"epoch {epoch + 1}/{tcfg.epochs}")
+        distributed.average_buffers(model)
+        logits, labels = predict_logits(plan.module, val, total=len(val), description="validate")
+        stop = distributed.broadcast(_end_epoch(state, model, epoch, stats, logits, labels, data.classes, cfg,
+                                                trainable=n))
         _save_checkpoint(work, model, optimizer, scheduler, state)
         if stop:
             break
     return state
+
+
+def distributed_rng(seed: int) -> None:
+    """Under ``torchrun``, give each rank its own random stream (dropout, augmentation) once the model and
+    its caches are built identically; one process keeps its stream as it is."""
+    ctx = distributed.current()
+    if ctx.active:
+        torch.manual_seed(seed + 1000 * ctx.rank)
 
 
 def _end_epoch(state: FitState, model: nn.Module, epoch: int, stats, logits: np.ndarray, labels: np.ndarray,
@@ -219,6 +249,8 @@ def _end_epoch(state: FitState, model: nn.Module, epoch: int, stats, logits: np.
 
 
 def _save_checkpoint(work: Path, model, optimizer, scheduler, state: FitState) -> None:
+    if not distributed.current().main:
+        return
     blob = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "epoch": state.epoch, "best_score": state.best_score, "best_epoch": state.best_epoch,
             "best_state": state.best_state, "history": state.history, "rng": torch.get_rng_state()}
@@ -228,10 +260,12 @@ def _save_checkpoint(work: Path, model, optimizer, scheduler, state: FitState) -
 
 
 def _load_checkpoint(work: Path, model, optimizer, scheduler) -> FitState:
+    """Resume from rank 0's checkpoint (sent to every rank under ``torchrun``), or start afresh."""
     path = work / CHECKPOINT
-    if not path.is_file():
+    blob = distributed.main_only(
+        lambda: torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None)
+    if blob is None:
         return FitState()
-    blob = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(blob["model"])
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
@@ -243,7 +277,7 @@ def _load_checkpoint(work: Path, model, optimizer, scheduler) -> FitState:
 
 def _evaluate(task: Task, built: Built, samples: Any, classes: list[str], cfg: FinetuneConfig,
               description: str) -> dict:
-    loader = task.loader(samples, built, cfg, train=False, batch_size=128)
+    loader = distributed.eval_loader(task.loader(samples, built, cfg, train=False, batch_size=128))
     logits, labels = predict_logits(built.model, loader, total=len(loader), description=description)
     return classification_metrics(labels, logits.argmax(1), classes)
 
@@ -276,7 +310,7 @@ def _baselines(task: Task, cfg: FinetuneConfig, data: Any) -> dict:
     time (images), the same backbone trained from random init."""
     if not task.scratch_baseline:
         log.info("baseline: linear model on the raw input")
-        return {"linear": task.linear_baseline(data, cfg)}
+        return {"linear": distributed.main_only(lambda: task.linear_baseline(data, cfg))}
     scratch_cfg = FinetuneConfig.from_dict(cfg.to_dict())
     scratch_cfg.model.weights, scratch_cfg.train.baseline = None, False
     # random weights are only worth something when every layer trains
@@ -284,7 +318,7 @@ def _baselines(task: Task, cfg: FinetuneConfig, data: Any) -> dict:
     log.info("baseline 1/2: %s from random init, same data and budget", cfg.model.backbone)
     _seed_everything(cfg.train.seed, cfg.train.threads)
     built = _build(task, scratch_cfg, data.classes, pretrained=False)
-    scratch_dir = Path(tempfile.mkdtemp(prefix="edgetl-baseline-"))
+    scratch_dir = Path(tempfile.mkdtemp(prefix="edgetl-baseline-"))  # each rank's own (only rank 0 writes)
     try:
         state = _train(task, built, data, scratch_cfg, scratch_dir)
     finally:
@@ -293,7 +327,7 @@ def _baselines(task: Task, cfg: FinetuneConfig, data: Any) -> dict:
     scratch = _evaluate(task, built, data.test, data.classes, cfg, "test (random init)")
     scratch.update(name=f"{cfg.model.backbone}, random init", mode=scratch_cfg.train.mode, epochs_run=state.epoch)
     log.info("baseline 2/2: linear model on the raw input")
-    return {"random_init": scratch, "linear": task.linear_baseline(data, cfg)}
+    return {"random_init": scratch, "linear": distributed.main_only(lambda: task.linear_baseline(data, cfg))}
 
 
 def _write_run(task: Task, work: Path, built: Built, cfg: FinetuneConfig, metrics: dict) -> None:

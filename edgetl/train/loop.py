@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from edgetl.progress import Ticker
+from edgetl.train import distributed
 
 
 def to_channels_last(x: Any) -> Any:
@@ -21,6 +22,14 @@ def to_channels_last(x: Any) -> Any:
     if isinstance(x, torch.Tensor) and x.ndim == 4:
         return x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+def to_device(x: Any, device: torch.device | None = None) -> Any:
+    """A tensor, or a dict of tensors, on ``device`` (default: this process's training device)."""
+    device = device or distributed.current().device
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
+    return x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x
 
 
 @dataclass
@@ -43,7 +52,7 @@ def train_one_epoch(
     before_step: Callable[[], None] | None = None,
     loss_fn: Callable[[Any, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> EpochStats:
-    """Run one epoch of SGD steps and return its mean loss and accuracy.
+    """Run one epoch of SGD steps and return its mean loss and accuracy (over every rank's samples).
 
     Args:
         model: Module in train mode (the caller sets modes and freezing).
@@ -55,16 +64,17 @@ def train_one_epoch(
         description: Progress bar label.
         before_step: Called before each batch (e.g. to keep frozen norms in eval mode).
         loss_fn: ``(inputs, labels) -> (loss, logits)`` instead of ``criterion(model(inputs), labels)``
-            (distillation adds the teacher's terms); ``criterion`` is then unused.
+            (distillation adds the teacher's terms); ``criterion`` is then unused. It gets the batch's
+            inputs as loaded (it puts them on the device) and the labels on the device.
     """
     loss_sum, correct, seen = 0.0, 0, 0
     with Ticker(description, total) as ticker:
         for inputs, labels in batches:
-            inputs = to_channels_last(inputs)
+            labels = to_device(labels)
             if before_step:
                 before_step()
             if loss_fn is None:
-                logits = model(inputs)
+                logits = model(to_channels_last(to_device(inputs)))
                 loss = criterion(logits, labels)
             else:
                 loss, logits = loss_fn(inputs, labels)
@@ -76,6 +86,7 @@ def train_one_epoch(
             correct += (logits.argmax(1) == labels).sum().item()
             seen += len(labels)
             ticker.advance(f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
+    loss_sum, correct, seen = distributed.sum_all(loss_sum, correct, seen)
     return EpochStats(loss=loss_sum / max(1, seen), accuracy=correct / max(1, seen))
 
 
@@ -87,12 +98,18 @@ def predict_logits(
     total: int,
     description: str = "evaluate",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels for every batch, model in eval mode."""
+    """Logits and labels for every batch, model in eval mode.
+
+    A :func:`distributed.eval_loader` shard's rows are gathered from every rank, in dataset order.
+    """
     model.eval()
     all_logits, all_labels = [], []
     with Ticker(description, total) as ticker:
         for inputs, labels in batches:
-            all_logits.append(model(to_channels_last(inputs)).float().numpy())
+            all_logits.append(model(to_channels_last(to_device(inputs))).float().cpu().numpy())
             all_labels.append(labels.numpy())
             ticker.advance()
-    return np.concatenate(all_logits), np.concatenate(all_labels)
+    logits, labels = np.concatenate(all_logits), np.concatenate(all_labels)
+    if distributed.is_shard(batches):
+        return distributed.gather_rows(logits), distributed.gather_rows(labels)
+    return logits, labels
