@@ -211,7 +211,9 @@ class KDRun:
         self.parts: dict[str, float] = {}
         self.epoch_seconds: list[float] = []
         self.cache_seconds: float | None = None
-        self.forward: nn.Module | None = None  # this epoch's student forward (under DDP with several ranks)
+        self.kind = "text" if text else "feature" if self.feature else "logits"
+        # the student's training forward; fit() rebuilds it with the projection and wraps it in DDP each epoch
+        self.forward: nn.Module = _Student(built.model, None, self.kind, k.student_unit)
         self.torch_teacher = isinstance(teacher, TorchTeacher)
         if self.torch_teacher:
             teacher.model.to(distributed.current().device)
@@ -317,8 +319,7 @@ class KDRun:
             groups.append({"params": list(self.projection.parameters()), "lr": t.lr, "weight_decay": t.weight_decay})
         optimizer, scheduler = build_optimizer(groups, t, len(train))
         state, depth = ft.FitState(), len(model.backbone.units) - 1
-        kind = self.task.name if self.task.name == "text" else "feature" if self.feature else "logits"
-        student = _Student(model, self.projection, kind, self.cfg.distill.student_unit)
+        student = _Student(model, self.projection, self.kind, self.cfg.distill.student_unit)
         ft.distributed_rng(t.seed)
         for epoch in range(t.epochs):
             n = trainable_blocks(t.mode, t.unfreeze, depth, epoch, t.progressive_every)
