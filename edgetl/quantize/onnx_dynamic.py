@@ -3,7 +3,17 @@
 The documented recipe: ``quant_pre_process`` (ONNX Runtime graph optimisation and shape inference; the
 symbolic shape pass is skipped, as ONNX Runtime advises for transformer graphs, whose shapes it cannot
 always follow) then ``quantize_dynamic``. MatMul/Gemm weights (the bulk of a transformer's compute) become
-int8; attention's activation-by-activation products and the embedding tables stay float.
+int8. Two steps around it make the text artifact faster and smaller (both on by default, both exact where
+they do not apply):
+
+* before: each self-attention subgraph becomes ``com.microsoft.Attention``
+  (:mod:`edgetl.quantize.onnx_attention`), which the quantizer turns into ``QAttention``: one int8 product
+  for Q, K and V instead of three, and no Reshape/Transpose chain. Same logits as the unfused INT8 graph.
+* after: the word-embedding table (30,522 x 384 on MiniLM-L6, half the FP32 file) is stored as int8 with
+  one scale per row (:mod:`edgetl.quantize.onnx_embeddings`): 58.5 MB -> 23.5 MB, 0.26x the FP32 file.
+
+Attention's activation-by-activation products, layer norms, biases and the short position and token-type
+tables stay float. The fused graph runs on ONNX Runtime only, which is the only runtime of this artifact.
 
 Defaults were chosen on MiniLM-L6 fine-tuned on Rotten Tomatoes (1,281 test texts, FP32 82.44%):
 
@@ -29,7 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.errors import ExportError
+from edgetl.quantize.onnx_attention import fuse_attention as _fuse_attention
 from edgetl.quantize.onnx_compact import compact_names
+from edgetl.quantize.onnx_embeddings import quantize_gather_tables
 
 log = logging.getLogger("edgetl")
 #: The ops whose weights are quantized: the linear layers, which hold nearly all of a transformer's weights.
@@ -38,7 +50,7 @@ OP_TYPES = ("MatMul", "Gemm")
 
 def quantize_onnx_dynamic(
     src: str | Path, dst: str | Path, *, per_channel: bool = True, reduce_range: bool = True,
-    exclude: Sequence[str] = (),
+    exclude: Sequence[str] = (), fuse_attention: bool = True, int8_embeddings: bool = True,
 ) -> dict[str, Any]:
     """Write a dynamic-INT8 copy of the FP32 ONNX model ``src`` to ``dst``.
 
@@ -48,6 +60,10 @@ def quantize_onnx_dynamic(
         per_channel: One scale per output channel instead of per tensor.
         reduce_range: 7-bit weights (safe on every x86 CPU; see the module notes).
         exclude: Node names left in float (see :func:`edgetl.quantize.onnx_static.sensitivity`).
+        fuse_attention: Fuse each matched self-attention into ``com.microsoft.Attention`` first, which the
+            quantizer makes ``QAttention`` (see :mod:`edgetl.quantize.onnx_attention`; ONNX Runtime only).
+        int8_embeddings: Store large embedding tables as int8 with row scales
+            (see :mod:`edgetl.quantize.onnx_embeddings`).
 
     Returns:
         Facts for the bundle: tool, method, weight granularity, excluded nodes.
@@ -55,6 +71,7 @@ def quantize_onnx_dynamic(
     Raises:
         ExportError: ONNX Runtime could not quantize the graph.
     """
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -62,17 +79,44 @@ def quantize_onnx_dynamic(
         prepared = Path(tmp) / "prepared.onnx"
         try:
             quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+            fused, excluded = _fuse(prepared, exclude) if fuse_attention else ([], list(exclude))
             quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             reduce_range=reduce_range, op_types_to_quantize=list(OP_TYPES),
-                             nodes_to_exclude=list(exclude) or None)
+                             reduce_range=reduce_range, op_types_to_quantize=[*OP_TYPES, "Attention"],
+                             nodes_to_exclude=excluded or None)
         except Exception as exc:  # onnxruntime.quantization raises plain exceptions of many kinds
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ExportError(f"dynamic INT8 quantization failed: {detail}",
                               "export fp32 instead, and report the backbone") from None
+    tables = {"tables": 0}
+    if int8_embeddings:
+        model = onnx.load(str(dst))
+        tables = quantize_gather_tables(model)
+        onnx.save(model, str(dst))
     compact_names(dst)
-    log.info("dynamic INT8: %.2f MB -> %.2f MB", Path(src).stat().st_size / 1e6, Path(dst).stat().st_size / 1e6)
+    log.info("dynamic INT8: %.2f MB -> %.2f MB (%d attention layers fused, %d int8 embedding tables)",
+             Path(src).stat().st_size / 1e6, Path(dst).stat().st_size / 1e6, len(fused), tables["tables"])
     import onnxruntime
 
     return {"tool": f"onnxruntime {onnxruntime.__version__}", "method": "dynamic",
             "weights": "int8 per channel" if per_channel else "int8 per tensor",
-            "activations": "float (quantized per call)", "reduce_range": reduce_range, "excluded": list(exclude)}
+            "activations": "float (quantized per call)", "reduce_range": reduce_range, "excluded": list(exclude),
+            "fused_attention": len(fused), "int8_embedding_tables": tables["tables"]}
+
+
+def _fuse(path: Path, exclude: Sequence[str]) -> tuple[list[dict[str, str]], list[str]]:
+    """Fuse attention in the ONNX file at ``path`` in place; the exclusions, renamed to the fused nodes.
+
+    A fused layer whose Q, K or V product was to stay float keeps its whole ``Attention`` node float.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    fused = _fuse_attention(model)
+    if fused:
+        onnx.save(model, str(path))
+    excluded = set(exclude)
+    for layer in fused:
+        parts = {layer["query"], layer["key"], layer["value"]}
+        if parts & excluded:
+            excluded = (excluded - parts) | {layer["attention"]}
+    return fused, sorted(excluded)
