@@ -11,23 +11,26 @@ digit; a misplaced teacher row or a shard's metrics instead of the whole split s
 accuracies compared here), yet well above float noise from other BLAS kernels.
 
 Each rank runs in its own working directory with a relative ``--out``: whatever rank 1 writes would land
-in ``rank1/``, which must stay empty.
+in ``rank1/``, which must stay empty. A fast test checks the helpers themselves on two spawned gloo ranks
+(uneven shards, gathers back in order, the global batches of the one-process permutation).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
+from edgetl.errors import ConfigError
 from edgetl.fsutil import read_json
-
-pytestmark = pytest.mark.slow
+from edgetl.train import distributed
 
 COMMON = ["--data", "fashion-mnist", "--limit-per-class", "20", "--image-size", "32", "--mode", "feature-extract",
           "--epochs", "2", "--batch-size", "20", "--dropout", "0", "--threads", "1", "--no-augment"]
@@ -95,6 +98,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
             "distill-1": single(root, distill, "distill-1"), "distill-2": ddp(root, distill, "distill-2")}
 
 
+@pytest.mark.slow
 def test_finetune_under_torchrun_matches_one_process(runs: dict[str, Path]) -> None:
     ranks = runs["finetune-2"]
     assert_same_training(runs["finetune-1"], ranks / "rank0" / "finetune-2")
@@ -102,6 +106,7 @@ def test_finetune_under_torchrun_matches_one_process(runs: dict[str, Path]) -> N
     assert sorted(p.name for p in (ranks / "rank0").iterdir()) == ["finetune-2"]  # no staging folder left
 
 
+@pytest.mark.slow
 def test_frozen_prefix_cache_is_gathered_whole(runs: dict[str, Path]) -> None:
     """Each rank computed a strided shard of the frozen features; the gathered cache is the whole one."""
     one, two = runs["root"] / "cache-1" / "features", runs["root"] / "cache-2" / "features"
@@ -112,6 +117,7 @@ def test_frozen_prefix_cache_is_gathered_whole(runs: dict[str, Path]) -> None:
         assert np.array_equal(np.load(one / name), np.load(two / name)), name
 
 
+@pytest.mark.slow
 def test_distill_with_cached_teacher_logits_under_torchrun_matches_one_process(runs: dict[str, Path]) -> None:
     ranks = runs["distill-2"]
     a, b = runs["distill-1"], ranks / "rank0" / "distill-2"
@@ -123,3 +129,55 @@ def test_distill_with_cached_teacher_logits_under_torchrun_matches_one_process(r
         assert da["comparison"][key]["accuracy"] == db["comparison"][key]["accuracy"], key
     assert (b / "distill.yaml").is_file() and (b / "distillation.png").is_file()
     assert not any((ranks / "rank1").iterdir())
+
+
+def _helpers_on_rank(rank: int, port: int) -> None:
+    """One of two gloo ranks: shards of 5 (uneven), gathers, sums, agreement, the global batches."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), CUDA_VISIBLE_DEVICES="")
+    with distributed.session() as ctx:
+        assert (ctx.rank, ctx.world, ctx.active, ctx.main) == (rank, 2, True, rank == 0)
+        data = torch.utils.data.TensorDataset(torch.arange(5))
+        shard = distributed.eval_loader(torch.utils.data.DataLoader(data, batch_size=2))
+        assert [int(i) for (b,) in shard for i in b] == list(range(rank, 5, 2))  # 3 and 2 samples, no padding
+        rows = np.arange(15, dtype=np.float32).reshape(5, 3)
+        assert np.array_equal(distributed.gather_rows(rows[rank::2]), rows)
+        assert distributed.gather_items([f"s{i}" for i in range(rank, 5, 2)]) == [f"s{i}" for i in range(5)]
+        assert distributed.sum_all(1.0, rank) == (2.0, 1.0)
+        assert distributed.all_true(True) and not distributed.all_true(rank == 0)
+        assert distributed.broadcast(f"from {rank}") == "from 0"
+        # each rank's share of global batch k, together, is batch k of the one-process permutation
+        items = torch.utils.data.TensorDataset(torch.arange(12))
+        train = distributed.train_loader(torch.utils.data.DataLoader(items, batch_size=4), seed=7)
+        one = torch.utils.data.DistributedSampler(items, num_replicas=1, rank=0, shuffle=True, seed=7)
+        for epoch in (0, 1):
+            distributed.set_epoch(train, epoch)
+            one.set_epoch(epoch)
+            mine = [sorted(int(i) for i in b) for (b,) in train]
+            assert [len(b) for b in mine] == [2, 2, 2]
+            both = distributed.gather_items([mine])
+            whole = list(one)
+            assert [sorted(both[0][k] + both[1][k]) for k in range(3)] == [sorted(whole[4 * k:4 * k + 4])
+                                                                          for k in range(3)]
+        with pytest.raises(ConfigError, match="global batch"):
+            distributed.train_loader(torch.utils.data.DataLoader(items, batch_size=5), seed=7)
+    assert not torch.distributed.is_initialized()  # the session destroyed its process group
+    assert not distributed.current().active
+
+
+def test_distributed_helpers_on_two_gloo_ranks() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torch.multiprocessing.spawn(_helpers_on_rank, args=(port,), nprocs=2)
+
+
+def test_one_process_is_untouched() -> None:
+    """Without torchrun's environment nothing joins a group: the helpers pass values through."""
+    assert not distributed.launched() or os.environ.get("WORLD_SIZE") == "1"
+    with distributed.session() as ctx:
+        assert (ctx.world, ctx.active, ctx.device.type) == (1, False, "cpu")
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(5)), batch_size=2)
+        assert distributed.eval_loader(loader) is loader
+        assert distributed.sum_all(3.0) == (3.0,)
+    assert not torch.distributed.is_initialized()
