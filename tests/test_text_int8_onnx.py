@@ -73,6 +73,14 @@ def test_every_layer_fuses_into_attention_with_the_same_logits(tiny_bert_onnx: P
 
 
 @pytest.mark.slow
+def test_by_default_int8_keeps_standard_onnx_ops_and_int8_word_table(tiny_bert_onnx: Path, tmp_path: Path) -> None:
+    facts = quantize_onnx_dynamic(tiny_bert_onnx, tmp_path / "q.onnx")
+    model = onnx.load(str(tmp_path / "q.onnx"))
+    assert facts["fused_attention"] == 0 and facts["int8_embedding_tables"] == 1
+    assert {node.domain for node in model.graph.node} <= {""} and _ops(model)["MatMulInteger"]
+
+
+@pytest.mark.slow
 def test_a_graph_without_the_mask_input_is_left_unchanged(tiny_bert_onnx: Path) -> None:
     model = onnx.load(str(tiny_bert_onnx))
     before = model.SerializeToString()
@@ -84,7 +92,7 @@ def test_a_graph_without_the_mask_input_is_left_unchanged(tiny_bert_onnx: Path) 
 def test_dynamic_int8_uses_qattention_and_int8_tables_and_agrees(tiny_bert_onnx: Path, tmp_path: Path) -> None:
     plain, fused = tmp_path / "plain.onnx", tmp_path / "fused.onnx"
     quantize_onnx_dynamic(tiny_bert_onnx, plain, fuse_attention=False, int8_embeddings=False)
-    facts = quantize_onnx_dynamic(tiny_bert_onnx, fused)
+    facts = quantize_onnx_dynamic(tiny_bert_onnx, fused, fuse_attention=True)
     assert facts["fused_attention"] == 2 and facts["int8_embedding_tables"] == 1  # the word table
     assert _ops(fused)["QAttention"] == 2 and not _ops(fused)["Softmax"]
     int8_tables = [t for t in onnx.load(str(fused)).graph.initializer if t.data_type == onnx.TensorProto.INT8
@@ -103,7 +111,7 @@ def test_dynamic_int8_uses_qattention_and_int8_tables_and_agrees(tiny_bert_onnx:
 def test_a_layer_kept_float_keeps_its_whole_attention_float(tiny_bert_onnx: Path, tmp_path: Path) -> None:
     names = {n.name for n in onnx.load(str(tiny_bert_onnx)).graph.node}
     query = next(n for n in names if "layer.1/attention/self/query" in n and n.endswith("MatMul"))
-    facts = quantize_onnx_dynamic(tiny_bert_onnx, tmp_path / "q.onnx", exclude=[query])
+    facts = quantize_onnx_dynamic(tiny_bert_onnx, tmp_path / "q.onnx", exclude=[query], fuse_attention=True)
     ops = _ops(tmp_path / "q.onnx")
     assert facts["excluded"] == [query] and ops["QAttention"] == 1 and ops["Attention"] == 1
 

@@ -13,6 +13,11 @@ into ``QAttention`` (one int8 product for Q, K and V, the rest in one kernel).
 The result runs on ONNX Runtime only, so it belongs in ONNX Runtime's INT8 artifact, never in the plain
 FP32 ONNX file other converters (OpenVINO, TFLite) read. A layer whose subgraph differs in any detail is
 left as it is: fusion is an optimisation, never a requirement.
+
+Measured on MiniLM-L6 (AVX-512 VNNI, one thread, sequence 128) the fused INT8 graph is no faster than the
+unfused one and its logits are bit-identical: ONNX Runtime's own session optimizer already merges the
+unfused graph's int8 products (``MatMulIntegerToFloat``) and scaled score product (``FusedMatMul``). So
+:func:`edgetl.quantize.onnx_dynamic.quantize_onnx_dynamic` leaves it off unless asked.
 """
 
 from __future__ import annotations

@@ -3,17 +3,22 @@
 The documented recipe: ``quant_pre_process`` (ONNX Runtime graph optimisation and shape inference; the
 symbolic shape pass is skipped, as ONNX Runtime advises for transformer graphs, whose shapes it cannot
 always follow) then ``quantize_dynamic``. MatMul/Gemm weights (the bulk of a transformer's compute) become
-int8. Two steps around it make the text artifact faster and smaller (both on by default, both exact where
-they do not apply):
+int8. Around it:
 
-* before: each self-attention subgraph becomes ``com.microsoft.Attention``
-  (:mod:`edgetl.quantize.onnx_attention`), which the quantizer turns into ``QAttention``: one int8 product
-  for Q, K and V instead of three, and no Reshape/Transpose chain. Same logits as the unfused INT8 graph.
-* after: the word-embedding table (30,522 x 384 on MiniLM-L6, half the FP32 file) is stored as int8 with
-  one scale per row (:mod:`edgetl.quantize.onnx_embeddings`): 58.5 MB -> 23.5 MB, 0.26x the FP32 file.
+* after (on by default): the word-embedding table (30,522 x 384 on MiniLM-L6, half the FP32 file) is
+  stored as int8 with one scale per row (:mod:`edgetl.quantize.onnx_embeddings`): 58.5 MB -> 23.5 MB,
+  0.26x the FP32 file; on 2,000 held-out Rotten Tomatoes texts 75.50% vs 75.60% without it (FP32 76.20%),
+  the same 98.3% agreement with FP32.
+* before (``fuse_attention=True``, off by default): each self-attention subgraph becomes
+  ``com.microsoft.Attention`` (:mod:`edgetl.quantize.onnx_attention`), which the quantizer turns into
+  ``QAttention``. Measured on MiniLM-L6 (AVX-512 VNNI, 1 thread, seq 128, batch 1 and 8) it is no faster
+  than the unfused graph and gives bit-identical logits: ONNX Runtime's session optimizer already turns
+  the unfused graph's int8 Q/K/V products into ``MatMulIntegerToFloat`` and its score product into
+  ``FusedMatMul``. Off, the INT8 file keeps to standard ONNX ops (``MatMulInteger``,
+  ``DynamicQuantizeLinear``), which runtimes other than ONNX Runtime can read.
 
 Attention's activation-by-activation products, layer norms, biases and the short position and token-type
-tables stay float. The fused graph runs on ONNX Runtime only, which is the only runtime of this artifact.
+tables stay float.
 
 Defaults were chosen on MiniLM-L6 fine-tuned on Rotten Tomatoes (1,281 test texts, FP32 82.44%):
 
@@ -50,7 +55,7 @@ OP_TYPES = ("MatMul", "Gemm")
 
 def quantize_onnx_dynamic(
     src: str | Path, dst: str | Path, *, per_channel: bool = True, reduce_range: bool = True,
-    exclude: Sequence[str] = (), fuse_attention: bool = True, int8_embeddings: bool = True,
+    exclude: Sequence[str] = (), fuse_attention: bool = False, int8_embeddings: bool = True,
 ) -> dict[str, Any]:
     """Write a dynamic-INT8 copy of the FP32 ONNX model ``src`` to ``dst``.
 
@@ -61,7 +66,7 @@ def quantize_onnx_dynamic(
         reduce_range: 7-bit weights (safe on every x86 CPU; see the module notes).
         exclude: Node names left in float (see :func:`edgetl.quantize.onnx_static.sensitivity`).
         fuse_attention: Fuse each matched self-attention into ``com.microsoft.Attention`` first, which the
-            quantizer makes ``QAttention`` (see :mod:`edgetl.quantize.onnx_attention`; ONNX Runtime only).
+            quantizer makes ``QAttention`` (ONNX Runtime only; no faster there, see the module notes).
         int8_embeddings: Store large embedding tables as int8 with row scales
             (see :mod:`edgetl.quantize.onnx_embeddings`).
 
