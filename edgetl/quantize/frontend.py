@@ -8,7 +8,8 @@ the FP32 artifact's, and keeps the first within ``budget`` points. The ladders:
 format    method   rungs
 ========  =======  ==================================================================================
 onnx      static   QDQ per-channel MinMax -> Percentile -> Entropy calibration -> the 1, 2, 4, 8, 16
-                   most sensitive tensors kept in float (ranked by ONNX Runtime's qdq_loss_debug) ->
+                   most sensitive tensors kept in float (ranked by ONNX Runtime's qdq_loss_debug; the
+                   weights of the nodes kept float for their activations are stored as int8) ->
                    quantization-aware training (images; :mod:`edgetl.quantize.qat`)
 onnx      qat      quantization-aware training alone
 onnx      dynamic  per-channel int8 weights -> the most sensitive MatMuls kept in float (needs calibration
@@ -193,6 +194,7 @@ def _onnx_rungs(method: str, fp32: Path, calib: CalibBatches | None, workdir: Pa
         nodes_to_keep_float,
         quantize_onnx_static,
         sensitivity,
+        weights_to_keep_float,
     )
 
     cache = workdir / "ranges"
@@ -220,9 +222,11 @@ def _onnx_rungs(method: str, fp32: Path, calib: CalibBatches | None, workdir: Pa
         if not nodes or nodes in seen:
             continue
         seen.add(nodes)
+        weights = tuple(weights_to_keep_float(ranking, count))
         yield Rung(f"static, {len(nodes)} sensitive layers float",
-                   lambda p, nodes=nodes: quantize_onnx_static(fp32, p, calib, calibration="percentile",
-                                                               exclude=nodes, cache_dir=cache))
+                   lambda p, nodes=nodes, weights=weights: quantize_onnx_static(
+                       fp32, p, calib, calibration="percentile", exclude=nodes, float_weights=weights,
+                       cache_dir=cache))
 
 
 def _openvino_rungs(

@@ -32,6 +32,7 @@ import numpy as np
 from edgetl.errors import ExportError
 from edgetl.quantize.base import CalibBatches
 from edgetl.quantize.onnx_compact import compact_names
+from edgetl.quantize.onnx_weights import store_weights_int8
 
 log = logging.getLogger("edgetl")
 
@@ -124,6 +125,8 @@ def quantize_onnx_static(
     reduce_range: bool = True,
     cache_dir: str | Path | None = None,
     compact: bool = True,
+    excluded_weights: str = "int8",
+    float_weights: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write a static-INT8 QDQ copy of the FP32 ONNX model ``src`` to ``dst``.
 
@@ -139,6 +142,10 @@ def quantize_onnx_static(
             when only ``exclude`` changes.
         compact: Give the graph's internal tensors and nodes short names (a smaller file, the same model; see
             :mod:`edgetl.quantize.onnx_compact`). Off when the names must match ``src``'s (sensitivity).
+        excluded_weights: ``int8``: the weights of the ``exclude`` nodes are stored as int8 and dequantized
+            in front of the float op (their activations stay float; see :mod:`edgetl.quantize.onnx_weights`);
+            ``float``: they stay float32, as ONNX Runtime leaves them.
+        float_weights: Weight initializers kept float32 even so (the sensitive weights of the ranking).
 
     Returns:
         Facts for the bundle: tool, method, calibration, granularity, types, excluded nodes, sample count.
@@ -150,6 +157,8 @@ def quantize_onnx_static(
 
     if calibration not in CALIBRATION_METHODS:
         raise ExportError(f"unknown calibration method {calibration!r}", f"choose one of {CALIBRATION_METHODS}")
+    if excluded_weights not in ("int8", "float"):
+        raise ExportError(f"unknown excluded_weights {excluded_weights!r}", "choose 'int8' or 'float'")
     if not calib:
         raise ExportError("static INT8 needs calibration data and got none",
                           "make a calibration set with `edgetl calibrate` and pass it with --calib")
@@ -175,15 +184,31 @@ def quantize_onnx_static(
         except Exception as exc:  # onnxruntime.quantization raises plain exceptions of many kinds
             raise ExportError(f"static INT8 quantization failed: {_first_line(exc)}",
                               "try another --calibration method, or export fp32") from None
+    stored = {"tensors": 0, "bytes_saved": 0}
+    if exclude and excluded_weights == "int8":
+        stored = _store_excluded_weights(Path(dst), exclude, float_weights)
     if compact:
         compact_names(dst)
     return {
         "tool": f"onnxruntime {_ort_version()}", "method": "static", "format": "QDQ",
         "calibration": calibration, "weights": "int8 per channel" if per_channel else "int8 per tensor",
         "activations": "uint8", "reduce_range": reduce_range, "excluded": list(exclude),
+        "excluded_weights": excluded_weights if exclude else None, "excluded_weights_int8": stored["tensors"],
+        "float_weights": list(float_weights) if exclude else [],
         "shape_nodes_float": len(shape_nodes),
         "calibration_samples": int(sum(_batch_len(b) for b in batches)),
     }
+
+
+def _store_excluded_weights(path: Path, exclude: Sequence[str], keep: Sequence[str]) -> dict[str, int]:
+    """Int8 storage for the float weights of the excluded nodes of the QDQ file at ``path`` (rewritten in place)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    stored = store_weights_int8(model, exclude, keep)
+    if stored["tensors"]:
+        onnx.save(model, str(path))
+    return stored
 
 
 def shape_subgraph_nodes(path: str | Path) -> list[str]:
@@ -233,12 +258,14 @@ class Sensitive:
         sqnr_db: Signal to quantization noise ratio in dB (lower: more damage).
         nodes: The quantized nodes to keep in float to keep this tensor float (its producer and consumers).
         op_types: The op type of each of ``nodes``.
+        weight: Whether ``tensor`` is a weight (an initializer), not an activation.
     """
 
     tensor: str
     sqnr_db: float
     nodes: tuple[str, ...]
     op_types: tuple[str, ...] = ()
+    weight: bool = False
 
 
 def sensitivity(
@@ -300,7 +327,7 @@ def sensitivity(
     for tensor, sqnr in weight_errors.items():
         nodes = tuple(n.name for n in quantized if tensor in n.input)
         if nodes:
-            ranking.append(Sensitive(tensor, float(sqnr), nodes, _op_types(quantized, nodes)))
+            ranking.append(Sensitive(tensor, float(sqnr), nodes, _op_types(quantized, nodes), weight=True))
     ranking.sort(key=lambda s: s.sqnr_db)
     return ranking
 
@@ -371,6 +398,11 @@ def nodes_to_keep_float(ranking: Sequence[Sensitive], count: int, op_types: Sequ
         out.extend(n for n, t in zip(item.nodes, item.op_types, strict=True)
                    if n not in out and (op_types is None or t in op_types))
     return out
+
+
+def weights_to_keep_float(ranking: Sequence[Sensitive], count: int) -> list[str]:
+    """The weight tensors among the ``count`` most damaged (the rest of those nodes' weights can be int8)."""
+    return [item.tensor for item in ranking[:count] if item.weight]
 
 
 #: Activations ONNX Runtime fuses into the op before them: that op's output is quantized in their place.
