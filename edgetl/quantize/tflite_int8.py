@@ -74,6 +74,7 @@ import numpy as np
 
 from edgetl.errors import ConfigError, DataError, ExportError
 from edgetl.quantize.base import CalibBatches
+from edgetl.quantize.tflite_compact import compact_tflite
 from edgetl.runtime.text import TEXT_INPUTS
 
 log = logging.getLogger("edgetl")
@@ -140,6 +141,7 @@ def quantize_static(
     *,
     activations: str = "int8",
     exclude_ops: Sequence[str] = (),
+    compact: bool = True,
 ) -> dict[str, Any]:
     """Write a full-integer copy of the FP32 TFLite model ``src`` to ``dst``, calibrated on ``calib``.
 
@@ -213,6 +215,7 @@ def quantize_static(
         raise ExportError(
             f"static INT8 quantization of {src.name} failed: {_first_line(exc)}", "try --method dynamic, or export fp32"
         ) from None
+    sizes = compact_tflite(dst) if compact else None
     share = _check_written(dst, io_types)
     _log_sizes(f"static INT8 ({activations} activations)", src, dst, started)
     return {
@@ -226,6 +229,7 @@ def quantize_static(
         "excluded": list(exclude_ops),
         "float_ops": len(kept_float),
         "int8_share": round(share, 4),
+        "compacted_bytes": sizes["bytes_before"] - sizes["bytes_after"] if sizes else 0,
     }
 
 
