@@ -333,7 +333,7 @@ class KDRun:
                                     description=f"distill {epoch + 1}/{t.epochs}")
             self.epoch_seconds.append(round(time.perf_counter() - t0, 2))
             self.parts = distributed.sum_dict(self.parts)
-            distributed.average_buffers(model)
+            distributed.average_buffers(student)  # the student's and the projection's norms
             logits, labels = predict_logits(model, val, total=len(val), description="validate")
             stop = distributed.broadcast(ft._end_epoch(state, model, epoch, stats, logits, labels, self.data.classes,
                                                        self.scfg, trainable=n))
