@@ -12,6 +12,7 @@ from torch import nn
 
 from edgetl.progress import Ticker
 from edgetl.train import distributed
+from edgetl.train.bn_stats import precise_bn
 
 
 def to_channels_last(x: Any) -> Any:
@@ -54,6 +55,9 @@ def train_one_epoch(
 ) -> EpochStats:
     """Run one epoch of SGD steps and return its mean loss and accuracy (over every rank's samples).
 
+    The training batch norms' running statistics are then re-estimated for the final weights on about
+    2,048 of ``batches``' samples (:func:`edgetl.train.bn_stats.precise_bn`).
+
     Args:
         model: Module in train mode (the caller sets modes and freezing).
         batches: ``(inputs, labels)`` pairs.
@@ -86,6 +90,7 @@ def train_one_epoch(
             correct += (logits.argmax(1) == labels).sum().item()
             seen += len(labels)
             ticker.advance(f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
+    precise_bn(model, batches)  # evaluation sees batch-norm statistics of the final weights (bn_stats)
     loss_sum, correct, seen = distributed.sum_all(loss_sum, correct, seen)
     return EpochStats(loss=loss_sum / max(1, seen), accuracy=correct / max(1, seen))
 
