@@ -76,7 +76,7 @@ def image_ptq(image_fp32: Path, images, tmp_path_factory: pytest.TempPathFactory
     fed as two batches."""
     x, _ = images
     dst = tmp_path_factory.mktemp("image-int8") / "model.xml"
-    return dst, quantize_ptq(image_fp32 / "model.xml", dst, [x[:10], x[10:18]], text=False)
+    return dst, quantize_ptq(image_fp32 / "model.xml", dst, [x[:10], x[10:18]], text=False, compact=False)
 
 
 def _agreement(reference: Path, candidate: Path, batches: list) -> tuple[float, float]:
@@ -175,7 +175,8 @@ def test_ignored_names_stay_float(image_fp32: Path, image_ptq, images, tmp_path:
     ignored = ops[:3]
     dst = tmp_path / "model.xml"
     x, _ = images
-    facts = quantize_ptq(image_fp32 / "model.xml", dst, [x[:10], x[10:18]], text=False, ignored_names=ignored)
+    facts = quantize_ptq(image_fp32 / "model.xml", dst, [x[:10], x[10:18]], text=False, ignored_names=ignored,
+                         compact=False)
     assert facts["ignored"] == ignored
     assert 0 < facts["fake_quantize"] < image_ptq[1]["fake_quantize"]
     model, full = ov.Core().read_model(str(dst)), ov.Core().read_model(str(image_ptq[0]))
@@ -195,8 +196,8 @@ def test_quantizable_ops_lists_convolutions_and_matmuls(image_fp32: Path, text_f
 
 @pytest.mark.slow
 def test_accuracy_control_reverts_layers_to_meet_the_budget(image_fp32: Path, images, tmp_path: Path) -> None:
-    """Labels are the FP32 model's own answers (it scores 100%), so plain INT8 misses a 20-point budget on this
-    model and NNCF must put layers back in float."""
+    """Labels are the FP32 model's own answers (it scores 100%); plain INT8 gets 2 of the 24 wrong (8.3 points),
+    so it misses a 5-point budget and NNCF must put layers back in float."""
     x, _ = images
     labels = OpenVINOEngine(image_fp32 / "model.xml").run(x).argmax(1)
     dst = tmp_path / "model.xml"
@@ -206,7 +207,7 @@ def test_accuracy_control_reverts_layers_to_meet_the_budget(image_fp32: Path, im
         [x[:18]],
         [(x[:12], labels[:12]), (x[12:], labels[12:])],
         text=False,
-        max_drop_points=20.0,
+        max_drop_points=5.0,
         preset="mixed",
     )
     print(
@@ -226,8 +227,8 @@ def test_accuracy_control_reverts_layers_to_meet_the_budget(image_fp32: Path, im
         "reverted_weights_accuracy",
         "reverted_weights_note",
     }
-    assert (facts["algorithm"], facts["max_drop_points"], facts["validation_samples"]) == ("accuracy_control", 20.0, 24)
-    assert facts["reference_accuracy"] == 1.0 and facts["ptq_accuracy"] < 0.8
+    assert (facts["algorithm"], facts["max_drop_points"], facts["validation_samples"]) == ("accuracy_control", 5.0, 24)
+    assert facts["reference_accuracy"] == 1.0 and facts["ptq_accuracy"] < 0.95
     assert facts["met_drop"] and facts["reverted"] and facts["quantized_ops"] > len(facts["reverted"])
     assert 0 < facts["fake_quantize"] == count_fake_quantize(dst)
     agreement, _ = _agreement(image_fp32 / "model.xml", dst, [x])
@@ -235,7 +236,7 @@ def test_accuracy_control_reverts_layers_to_meet_the_budget(image_fp32: Path, im
     # the reverted ops' weights: int8 when that stayed within the budget (measured), float otherwise
     assert facts["reverted_weights"] in ("int8", "float")
     if facts["reverted_weights"] == "int8":
-        assert facts["reverted_weights_int8"] > 0 and 1.0 - facts["reverted_weights_accuracy"] <= 0.2
+        assert facts["reverted_weights_int8"] > 0 and 1.0 - facts["reverted_weights_accuracy"] <= 0.05
         assert not _float_weights(dst)
     else:
         assert facts["reverted_weights_note"]
@@ -332,3 +333,26 @@ def test_nncf_telemetry_is_off_and_its_logger_quiet() -> None:
         for code in (first, later)
     ]
     assert [out.split() for out in outs] == [["MagicMock", "30"], ["NNCFTelemetry", "False"]]
+
+
+@pytest.mark.slow
+def test_compact_names_same_outputs_smaller_xml(image_fp32: Path, image_ptq, images, tmp_path: Path) -> None:
+    """The default INT8 IR: internal names shortened, inputs and outputs named as before, the same logits."""
+    import openvino as ov
+
+    x, _ = images
+    dst = tmp_path / "model.xml"
+    quantize_ptq(image_fp32 / "model.xml", dst, [x[:10], x[10:18]], text=False)
+    plain = image_ptq[0]
+    assert dst.stat().st_size < 0.95 * plain.stat().st_size  # 411 -> 365 KB here: the rest is structure (ports, dims)
+    assert dst.with_suffix(".bin").read_bytes() == plain.with_suffix(".bin").read_bytes()
+    small, full = ov.Core().read_model(str(dst)), ov.Core().read_model(str(plain))
+    assert [p.get_names() for p in small.inputs] == [p.get_names() for p in full.inputs]
+    assert [p.get_names() for p in small.outputs] == [p.get_names() for p in full.outputs]
+    np.testing.assert_array_equal(OpenVINOEngine(dst).run(x), OpenVINOEngine(plain).run(x))
+
+
+@pytest.mark.slow
+def test_depthwise_weights_stored_int8(image_ptq) -> None:
+    """Folded constants: every convolution's weights (depthwise too) are int8 in the INT8 IR, none float32."""
+    assert not _float_weights(image_ptq[0])
