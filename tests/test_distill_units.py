@@ -113,3 +113,14 @@ def test_student_from_minilm_reproduces_the_teacher_layers_exactly() -> None:
             torch.testing.assert_close(out, states[i + 1], rtol=0, atol=1e-6)
         # without folding the token type row in, the embeddings would differ
         assert not torch.allclose(tb.model.embeddings.word_embeddings.weight, encoder.embeddings.word_embeddings.weight)
+
+
+@pytest.mark.slow
+def test_text_artifact_is_timed_on_a_full_max_length_sequence(exported) -> None:
+    """The distillation report times a text bundle at its spec's max_length, not on a short test sentence."""
+    from edgetl.train.distill_report import _artifact
+
+    bundle = exported("text", "onnx")
+    row = _artifact(bundle, data=None)  # text needs no test item: the input is synthetic
+    assert row["format"] == "onnx" and row["seq_len"] == 48 and row["latency_ms"] > 0
+    assert row["file_bytes"] == (bundle / "model.onnx").stat().st_size
