@@ -330,7 +330,7 @@ class KDRun:
             self.forward = distributed.wrap(student)
             self.parts, t0 = {}, time.perf_counter()
             stats = train_one_epoch(student, train, optimizer, scheduler, None, total=len(train), loss_fn=self.step,
-                                    description=f"distill {epoch + 1}/{t.epochs}")
+                                    description=f"distill {epoch + 1}/{t.epochs}", bn_model=model)
             self.epoch_seconds.append(round(time.perf_counter() - t0, 2))
             self.parts = distributed.sum_dict(self.parts)
             distributed.average_buffers(student)  # the student's and the projection's norms

@@ -52,6 +52,7 @@ def train_one_epoch(
     description: str = "train",
     before_step: Callable[[], None] | None = None,
     loss_fn: Callable[[Any, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    bn_model: nn.Module | None = None,
 ) -> EpochStats:
     """Run one epoch of SGD steps and return its mean loss and accuracy (over every rank's samples).
 
@@ -70,6 +71,8 @@ def train_one_epoch(
         loss_fn: ``(inputs, labels) -> (loss, logits)`` instead of ``criterion(model(inputs), labels)``
             (distillation adds the teacher's terms); ``criterion`` is then unused. It gets the batch's
             inputs as loaded (it puts them on the device) and the labels on the device.
+        bn_model: What precise BN runs the batches' model inputs through when ``model``'s forward takes
+            more (distillation's student wrapper); default ``model``.
     """
     loss_sum, correct, seen = 0.0, 0, 0
     with Ticker(description, total) as ticker:
@@ -90,7 +93,7 @@ def train_one_epoch(
             correct += (logits.argmax(1) == labels).sum().item()
             seen += len(labels)
             ticker.advance(f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
-    precise_bn(model, batches)  # evaluation sees batch-norm statistics of the final weights (bn_stats)
+    precise_bn(bn_model or model, batches)  # evaluation sees batch-norm statistics of the final weights (bn_stats)
     loss_sum, correct, seen = distributed.sum_all(loss_sum, correct, seen)
     return EpochStats(loss=loss_sum / max(1, seen), accuracy=correct / max(1, seen))
 
