@@ -70,3 +70,32 @@ def test_compacted_int8_file_is_smaller_and_bit_identical(image_fp32: Path, imag
     default = tmp_path / "default.tflite"
     assert quantize_static(image_fp32 / "model.tflite", default, [x])["compacted_bytes"] > 0
     assert default.read_bytes() == small.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def text_fp32(exported) -> Path:
+    return exported("text", "tflite", "fp32")
+
+
+@pytest.mark.slow
+def test_compacted_text_model_is_bit_identical_in_every_signature(text_fp32: Path, text_run, tmp_path: Path) -> None:
+    """Three signatures (one subgraph each), shared weight buffers: every signature computes the same logits."""
+    from edgetl.runtime.text import load_tokenizer, tokenize
+
+    spec = ModelSpec.from_dict(read_json(text_fp32 / "edgetl.json")["spec"])
+    tokenizer = load_tokenizer(text_fp32 / "tokenizer")
+    texts = load_run(text_run[0]).data().train.texts
+    calib = [tokenize(tokenizer, texts[:32], spec.max_length)[0]]
+    plain, small = tmp_path / "plain.tflite", tmp_path / "small.tflite"
+    quantize_static(text_fp32 / "model.tflite", plain, calib, compact=False)
+    small.write_bytes(plain.read_bytes())
+    sizes = compact_tflite(small)
+    print(f"\nTFLite text INT8 compaction: {sizes['bytes_before']} -> {sizes['bytes_after']} bytes")
+    assert sizes["bytes_after"] < sizes["bytes_before"]
+    assert _interface(small) == _interface(plain)
+    a, b = TFLiteEngine(plain), TFLiteEngine(small)
+    for text in texts[32:64]:
+        for length in (16, 32, 48):
+            feed = tokenize(tokenizer, [text], length)[0]
+            feed = {k: np.pad(v, ((0, 0), (0, length - v.shape[1]))) for k, v in feed.items()}
+            np.testing.assert_array_equal(a.run(feed), b.run(feed))
