@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from text_int8_heldout import heldout  # noqa: E402
+from text_int8_heldout import heldout
 
-from edgetl.fsutil import write_json  # noqa: E402
-from edgetl.runtime import Bundle  # noqa: E402
+from edgetl.fsutil import write_json
+from edgetl.runtime import Bundle
 
 MODEL_SUFFIXES = (".onnx", ".xml", ".bin", ".tflite")
 
