@@ -19,17 +19,23 @@ from edgetl.errors import EdgetlError
 from edgetl.runtime import Bundle
 from edgetl.runtime.preprocess import IMAGE_EXTENSIONS
 
+SETTLE_S = 0.2  # a file is taken once it has not changed for this long
+
 
 def new_images(folder: Path, seen: set[Path]) -> list[Path]:
     """Images in ``folder`` not handled yet, oldest first; files still being written are left for later."""
     found = []
-    for path in folder.iterdir():
-        if path in seen or not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
+    for path in _images(folder):
+        if path in seen:
             continue
-        if time.time() - path.stat().st_mtime < 0.2:  # give a writer time to finish the file
+        if time.time() - path.stat().st_mtime < SETTLE_S:  # give a writer time to finish the file
             continue
         found.append(path)
     return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def _images(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
 
 
 def classify(bundle: Bundle, path: Path) -> str:
@@ -68,6 +74,9 @@ def main() -> int:
                 seen.add(path)
                 print(classify(bundle, path), flush=True)
             if args.once:
+                if any(time.time() - p.stat().st_mtime < SETTLE_S for p in _images(args.folder) if p not in seen):
+                    time.sleep(SETTLE_S)  # --once: files written just now are waited for, not dropped
+                    continue
                 return 0
             time.sleep(args.interval)
     except KeyboardInterrupt:
