@@ -97,7 +97,8 @@ def test_int8_weight_storage_is_the_dequantized_model(lite0: Path, tmp_path: Pat
     import onnx
     from onnx import numpy_helper
 
-    from edgetl.quantize.onnx_weights import quantize_symmetric, store_weights_int8
+    from edgetl.quantize.base import symmetric_int8
+    from edgetl.quantize.onnx_weights import store_weights_int8
 
     model = onnx.load(str(lite0))
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
@@ -117,7 +118,8 @@ def test_int8_weight_storage_is_the_dequantized_model(lite0: Path, tmp_path: Pat
     reference = onnx.load(str(lite0))
     for tensor in reference.graph.initializer:
         if tensor.name in {c.input[1] for c in convs[1:]}:
-            q, scale = quantize_symmetric(numpy_helper.to_array(tensor), 0)
+            weight = numpy_helper.to_array(tensor)
+            q, scale = symmetric_int8(weight, tuple(range(1, weight.ndim)))
             shape = (-1,) + (1,) * (q.ndim - 1)
             tensor.CopyFrom(numpy_helper.from_array(q.astype(np.float32) * scale.reshape(shape), tensor.name))
     ref_path = tmp_path / "dequantized.onnx"

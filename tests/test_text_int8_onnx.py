@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from builders import make_text_standin
 
+from edgetl.quantize.base import symmetric_int8
 from edgetl.quantize.onnx_attention import fuse_attention
 from edgetl.quantize.onnx_dynamic import quantize_onnx_dynamic
-from edgetl.quantize.onnx_embeddings import quantize_gather_tables, quantize_row
+from edgetl.quantize.onnx_embeddings import quantize_gather_tables
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -147,5 +148,5 @@ def test_int8_rows_are_within_half_a_step_of_their_row_and_short_or_shared_table
     np.testing.assert_array_equal(got["out_shared"], shared[ids])  # a MatMul reads it too: still float
     step = np.abs(vocab[ids]).max(axis=1, keepdims=True) / 127
     assert np.all(np.abs(got["out_vocab"] - vocab[ids]) <= step / 2 + 1e-7) and np.all(got["out_vocab"][1] == 0)
-    q, scale = quantize_row(vocab)
+    q, scale = symmetric_int8(vocab, (1,))
     assert q.dtype == np.int8 and scale.shape == (5000, 1) and np.abs(q).max() == 127

@@ -26,6 +26,18 @@ CalibBatches = Sequence[Inputs]
 LabelledBatches = Sequence[tuple[Inputs, np.ndarray]]
 
 
+def symmetric_int8(weight: np.ndarray, reduce_axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 (-127..127) of ``weight`` with one float32 scale per slice: the scale spans
+    ``reduce_axes`` (kept as size-1 dims, so it broadcasts against ``weight``); an all-zero slice gets scale 1.
+
+    The weight-only int8 storage of every backend (ONNX float-kept nodes and embedding rows, OpenVINO's
+    reverted ops) uses this: the op still runs in float, so the full range applies (no 7-bit limit).
+    """
+    peak = np.max(np.abs(weight), axis=reduce_axes, keepdims=True)
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    return np.clip(np.round(weight / scale), -127, 127).astype(np.int8), scale
+
+
 @dataclass(frozen=True)
 class Attempt:
     """One rung of the accuracy ladder: what was tried and how it scored on the validation split.

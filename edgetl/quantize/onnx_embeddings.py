@@ -17,17 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.quantize.base import symmetric_int8
+
 #: Tables with fewer rows stay float: position (512 x 384) and token-type tables are small, and every
 #: input reads all of their rows, so their error reaches every token (in a 2,000-text trial on MiniLM-L6
 #: an int8 position table cost 0.45 points of agreement with FP32, 9 texts; the int8 word table alone none).
 MIN_ROWS = 4096
-
-
-def quantize_row(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per row of a 2-D float table: ``(int8 table, float32 scales of shape (rows, 1))``."""
-    peak = np.abs(table).max(axis=1, keepdims=True)
-    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-    return np.clip(np.rint(table / scale), -127, 127).astype(np.int8), scale
 
 
 def quantize_gather_tables(model: Any, *, min_rows: int = MIN_ROWS) -> dict[str, int]:
@@ -54,7 +49,7 @@ def quantize_gather_tables(model: Any, *, min_rows: int = MIN_ROWS) -> dict[str,
     saved = 0
     for name in tables:
         table = numpy_helper.to_array(initializers[name]).astype(np.float32)
-        q, scale = quantize_row(table)
+        q, scale = symmetric_int8(table, (1,))  # one scale per row: (rows, 1)
         graph.initializer.remove(initializers[name])
         graph.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"),
                                   numpy_helper.from_array(scale, f"{name}_row_scale")])

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.quantize.base import symmetric_int8
+
 #: Op type -> index of its weight input.
 WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
 
@@ -54,7 +56,8 @@ def store_weights_int8(model: Any, nodes: Iterable[str], keep: Iterable[str] = (
     new_nodes, saved = [], 0
     for name, axis in axes.items():
         weight = numpy_helper.to_array(initializers[name]).astype(np.float32)
-        q, scale = quantize_symmetric(weight, axis)
+        q, scale = symmetric_int8(weight, tuple(i for i in range(weight.ndim) if i != axis))
+        scale = scale.reshape(-1)  # per-axis DequantizeLinear takes a 1-D scale
         graph.initializer.remove(initializers[name])
         graph.initializer.extend([numpy_helper.from_array(q, f"{name}_w8"),
                                   numpy_helper.from_array(scale, f"{name}_w8_scale"),
@@ -65,17 +68,6 @@ def store_weights_int8(model: Any, nodes: Iterable[str], keep: Iterable[str] = (
     for node in reversed(new_nodes):  # inputs are initializers: the front of the list is topologically safe
         graph.node.insert(0, node)
     return {"tensors": len(new_nodes), "bytes_saved": int(saved)}
-
-
-def quantize_symmetric(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """``weight`` as int8 (-127..127) with one float32 scale per slice along ``axis`` (zero slices: scale 1)."""
-    other = tuple(i for i in range(weight.ndim) if i != axis)
-    peak = np.max(np.abs(weight), axis=other)
-    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-    shape = [1] * weight.ndim
-    shape[axis] = -1
-    q = np.clip(np.round(weight / scale.reshape(shape)), -127, 127).astype(np.int8)
-    return q, scale
 
 
 def _channel_axis(node: Any, rank: int) -> int | None:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.errors import ConfigError, DataError, EdgetlError, ExportError
-from edgetl.quantize.base import CalibBatches, LabelledBatches
+from edgetl.quantize.base import CalibBatches, LabelledBatches, symmetric_int8
 from edgetl.runtime.engines import Inputs
 from edgetl.runtime.openvino_engine import error_line
 
@@ -225,9 +225,7 @@ def store_float_weights_int8(model: Any) -> int:
         axes = _reduced_axes(kind, weight.ndim, op.get_attributes())
         if axes is None:
             continue
-        peak = np.max(np.abs(weight), axis=axes, keepdims=True)
-        scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-        q = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
+        q, scale = symmetric_int8(weight, axes)
         decompressed = ops.multiply(ops.convert(ops.constant(q), ov.Type.f32), ops.constant(scale))
         op.input(1).replace_source_output(decompressed.output(0))
         count += 1
