@@ -320,7 +320,7 @@ class KDRun:
         optimizer, scheduler = build_optimizer(groups, t, len(train))
         state, depth = ft.FitState(), len(model.backbone.units) - 1
         student = _Student(model, self.projection, self.kind, self.cfg.distill.student_unit)
-        ft.distributed_rng(t.seed)
+        distributed.seed_ranks(t.seed)
         for epoch in range(t.epochs):
             n = trainable_blocks(t.mode, t.unfreeze, depth, epoch, t.progressive_every)
             frozen = apply_freezing(model, n)

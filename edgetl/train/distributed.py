@@ -128,6 +128,13 @@ def session() -> Iterator[Context]:
             dist.destroy_process_group()
 
 
+def seed_ranks(seed: int) -> None:
+    """Give each rank its own random stream (dropout, augmentation) once the model and its caches are built
+    identically; one process keeps its stream as it is."""
+    if _ctx.active:
+        torch.manual_seed(seed + 1000 * _ctx.rank)
+
+
 def _comm_device() -> torch.device:
     return _ctx.device if dist.get_backend() == "nccl" else torch.device("cpu")
 

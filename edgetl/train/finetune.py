@@ -201,7 +201,7 @@ def _train(task: Task, built: Built, data: Any, cfg: FinetuneConfig, work: Path)
     state = _load_checkpoint(work, model, optimizer, scheduler)
     criterion = _criterion(cfg, data.train.labels, len(data.classes)).to(distributed.current().device)
     depth = len(model.backbone.units) - 1
-    distributed_rng(tcfg.seed)
+    distributed.seed_ranks(tcfg.seed)
     for epoch in range(state.epoch, tcfg.epochs):
         n = trainable_blocks(tcfg.mode, tcfg.unfreeze, depth, epoch, tcfg.progressive_every)
         frozen = apply_freezing(model, n)
@@ -218,14 +218,6 @@ def _train(task: Task, built: Built, data: Any, cfg: FinetuneConfig, work: Path)
         if stop:
             break
     return state
-
-
-def distributed_rng(seed: int) -> None:
-    """Under ``torchrun``, give each rank its own random stream (dropout, augmentation) once the model and
-    its caches are built identically; one process keeps its stream as it is."""
-    ctx = distributed.current()
-    if ctx.active:
-        torch.manual_seed(seed + 1000 * ctx.rank)
 
 
 def _end_epoch(state: FitState, model: nn.Module, epoch: int, stats, logits: np.ndarray, labels: np.ndarray,
