@@ -9,7 +9,7 @@ any later engine can be compared. Inputs are made with :mod:`edgetl.runtime.prep
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +62,7 @@ class ParityLimits:
 #: their decisions and accuracy (logits move by design).
 PRECISION_LIMITS = {
     "fp32": ParityLimits(),
-    "fp16": ParityLimits(max_abs_diff=float("inf"), min_agreement=0.995, max_rel_diff=1e-2),
+    "fp16": ParityLimits(max_abs_diff=1e-2, min_agreement=0.995),
     "int8": ParityLimits(max_abs_diff=float("inf"), min_agreement=0.95, max_accuracy_drop=1.0),
 }
 
@@ -190,18 +190,35 @@ def verify_samples(
         ParityError: The predictors return logits of different shapes.
     """
     n = _sample_count(samples, limit, batch_size)
-    if spec.is_text and tokenizer is None:
-        raise ConfigError("verifying a text model needs its tokenizer")
-    refs, arts = [], []
+    refs, arts, labels = [], [], []
     with Ticker("verify", total=(n + batch_size - 1) // batch_size, enabled=progress) as ticker:
-        for start in range(0, n, batch_size):
-            indices = range(start, min(start + batch_size, n))
-            batch = _text_batch(samples, spec, indices, tokenizer) if spec.is_text else _batch(samples, spec, indices)
+        for batch, batch_labels in labelled_batches(samples, spec, limit=n, batch_size=batch_size,
+                                                    tokenizer=tokenizer):
             refs.append(np.asarray(reference(batch)))
             arts.append(np.asarray(artifact(batch)))
+            labels.append(batch_labels)
             ticker.advance()
-    labels = np.asarray(samples.labels[:n])
-    return compare(np.concatenate(refs), np.concatenate(arts), labels, classes=spec.labels)
+    return compare(np.concatenate(refs), np.concatenate(arts), np.concatenate(labels), classes=spec.labels)
+
+
+def labelled_batches(
+    samples: SampleSet, spec: ModelSpec, *, limit: int | None = None, batch_size: int = 64,
+    tokenizer: Tokenizer | None = None,
+) -> Iterator[tuple[Inputs, np.ndarray]]:
+    """The first ``limit`` samples (``None``: all), preprocessed or tokenized per the spec, as (inputs, labels)
+    batches of ``batch_size``: what every comparison here feeds both sides.
+
+    Raises:
+        DataError: There are no samples, or ``limit``/``batch_size`` is below 1.
+        ConfigError: A text spec without a tokenizer.
+    """
+    n = _sample_count(samples, limit, batch_size)
+    if spec.is_text and tokenizer is None:
+        raise ConfigError("verifying a text model needs its tokenizer")
+    for start in range(0, n, batch_size):
+        indices = range(start, min(start + batch_size, n))
+        inputs = _text_batch(samples, spec, indices, tokenizer) if spec.is_text else _batch(samples, spec, indices)
+        yield inputs, np.asarray(samples.labels[start:indices.stop])
 
 
 def _sample_count(samples: SampleSet, limit: int | None, batch_size: int) -> int:

@@ -130,14 +130,22 @@ def test_check_parity_names_figures_and_nan_fails() -> None:
         check_parity(VerifyReport(10, float("nan"), float("nan"), float("nan"), 1.0, 0.9, 0.9))
 
 
-def test_fp16_limit_is_relative_to_the_logits_scale() -> None:
+def test_fp16_limit_is_absolute_by_default_and_relative_on_request() -> None:
     from edgetl.verify import compare, limits_for
 
     ref = np.array([[8.0, -4.0, 1.0], [6.0, 2.0, -8.0]])
-    report = compare(ref, ref + 0.05, np.array([0, 0]))  # 0.05 on logits of scale 8: 0.6% relative
-    assert report.max_rel_diff == pytest.approx(0.05 / 8)
+    report = compare(ref, ref + 0.005, np.array([0, 0]))
+    assert report.max_rel_diff == pytest.approx(0.005 / 8)
     fp16 = limits_for("fp16")
+    assert (fp16.max_abs_diff, fp16.max_rel_diff) == (1e-2, None)
     check_parity(report, fp16.max_abs_diff, fp16.min_agreement, max_rel_diff=fp16.max_rel_diff)
+    with pytest.raises(ParityError, match=r"max \|logit diff\| 0\.02 \(limit 0\.01\)"):
+        check_parity(compare(ref, ref + 0.02, np.array([0, 0])), fp16.max_abs_diff, fp16.min_agreement)
+    relative = limits_for("fp16", max_abs_diff=float("inf"), max_rel_diff=1e-2)
+    check_parity(compare(ref, ref + 0.05, np.array([0, 0])), relative.max_abs_diff, relative.min_agreement,
+                 max_rel_diff=relative.max_rel_diff)
     with pytest.raises(ParityError, match=r"relative logit diff 0\.0125"):
-        check_parity(compare(ref, ref + 0.1, np.array([0, 0])), fp16.max_abs_diff, fp16.min_agreement,
-                     max_rel_diff=fp16.max_rel_diff)
+        check_parity(compare(ref, ref + 0.1, np.array([0, 0])), relative.max_abs_diff, relative.min_agreement,
+                     max_rel_diff=relative.max_rel_diff)
+
+

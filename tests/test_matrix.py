@@ -2,7 +2,7 @@
 
 Each cell exports a real (small) run folder and relies on ``export()``'s own verification against
 PyTorch on the run's test split, with the default limits of the precision (fp32: max |logit diff| <= 1e-4
-and >= 99.9% top-1 agreement; fp16: logit diff <= 1e-2 of the largest logit and >= 99.5%); the cell then
+and >= 99.9% top-1 agreement; fp16: max |logit diff| <= 1e-2 and >= 99.5%); the cell then
 reloads the bundle through the runtime and predicts. The coverage test fails when a backbone or a format
 is registered without being added here.
 """
@@ -29,13 +29,6 @@ IMAGE_SIZE = 48  # small and fast; every backbone's graph is the same at any siz
 #: Quantized cells are judged on decisions, with limits sized for the small splits used here (24 test texts:
 #: one flipped decision is 4.2 points; the budget is measured on as few validation texts).
 QUANTIZED_LIMITS = {"min_agreement": 0.9, "max_accuracy_drop": 10.0}
-#: The image runs here are random-init (no ImageNet weights for every backbone offline). Rounding random
-#: weights to FP16 moves their logits by 1-5% of their scale (the same happens in PyTorch itself), against
-#: 0.04-0.64% for trained models (MiniLM; EfficientNet-Lite0 on Fashion-MNIST): their FP16 cells get 5%.
-RANDOM_INIT_FP16_LIMITS = {"max_rel_diff": 0.05}
-#: ONNX fp16 also computes in float16 (OpenVINO and TFLite fp16 store float16 weights and compute in float32):
-#: random-init EfficientNet-Lite2 moves by 5.4% of its logit scale, so its ONNX fp16 cells get 10%.
-RANDOM_INIT_ONNX_FP16_LIMITS = {"max_rel_diff": 0.1}
 #: Text backbones whose hub weights are not here offline run on an architecture stand-in (``_text_run``):
 #: their transformers model_type at the hub model's width, heads and 30,522-token vocabulary, with fewer
 #: layers, random-init. At the hub config's init scale (initializer_range 0.02) attention is near uniform
@@ -144,8 +137,7 @@ def test_export_cell(runs, record_property, tmp_path: Path, backbone: str, fmt: 
     print(f"{backbone}: {weights}")
     standin = weights.startswith(STANDIN)
     int8_limits = STANDIN_INT8_LIMITS if standin else QUANTIZED_LIMITS
-    fp16_limits = RANDOM_INIT_ONNX_FP16_LIMITS if fmt == "onnx" else RANDOM_INIT_FP16_LIMITS
-    limits = {"int8": int8_limits, "fp16": fp16_limits if backbone in IMAGE else {}}.get(precision, {})
+    limits = int8_limits if precision == "int8" else {}
     bundle = export(run_dir, fmt, tmp_path / "bundle", precision=precision, progress=False, **limits)
     manifest = read_json(bundle / "edgetl.json")
     v = manifest["verification"]
@@ -153,9 +145,9 @@ def test_export_cell(runs, record_property, tmp_path: Path, backbone: str, fmt: 
     assert (manifest["format"], manifest["precision"]) == (fmt, precision) and v["n"] >= 3
     if precision == "fp32":
         assert v["max_abs_diff"] <= 1e-4 and v["top1_agreement"] >= 0.999
-    elif precision == "fp16":
-        rel_limit = fp16_limits["max_rel_diff"] if backbone in IMAGE else 1e-2
-        assert v["max_rel_diff"] <= rel_limit and v["top1_agreement"] >= 0.995
+    elif precision == "fp16":  # the issue's bar, met by keeping the earliest weights float32 where needed
+        assert v["max_abs_diff"] <= 1e-2 and v["top1_agreement"] >= 0.995
+        assert manifest["artifact"]["fp16"]["max_abs_diff"] is not None
     elif precision == "int8" and standin:
         assert v["max_rel_diff"] <= STANDIN_INT8_MAX_REL_DIFF
     loaded = Bundle.load(bundle)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from edgetl.errors import ConfigError, DataError, EdgetlError, ParityError
 from edgetl.export.bundle import provenance, write_manifest
+from edgetl.export.fp16 import Fp16Plan
 from edgetl.export.int8 import Int8Plan
 from edgetl.fsutil import check_out_dir, staged_dir
 from edgetl.registry import Registry
@@ -116,12 +117,13 @@ def export(
         verify: Compare with PyTorch on the run's test split and refuse a mismatch.
         verify_limit: Verify on at most this many test samples (``None``: all).
         opset: ONNX opset (17 or newer).
-        max_abs_diff: Largest logit difference accepted (default per precision: 1e-4 for fp32, unchecked
-            for fp16 and int8).
+        max_abs_diff: Largest logit difference accepted (default per precision: 1e-4 for fp32, 1e-2 for fp16,
+            unchecked for int8). FP16 keeps the fewest leading weight ops in float32 that hold half of it (or
+            of ``max_rel_diff``) on the validation split (see :mod:`edgetl.export.fp16`).
         min_agreement: Smallest top-1 agreement accepted, 0..1 (default 0.999 fp32, 0.995 fp16, 0.95 int8).
         max_accuracy_drop: Largest accuracy loss in points (default: 1.0 for int8 only): the INT8 budget on the
             validation split against the FP32 artifact, and the test-split check against PyTorch.
-        max_rel_diff: Largest logit difference relative to the logits' scale (default: 1e-2 for fp16 only).
+        max_rel_diff: Largest logit difference relative to the logits' scale (default: unchecked).
         progress: Show a progress bar during verification.
         calib: INT8: a calibration set folder (``edgetl calibrate``); required for static INT8.
         method: INT8: ``auto`` (text: dynamic where the format has it; images: static), ``dynamic``, ``static``.
@@ -165,6 +167,9 @@ def export(
                 precision = "fp32"
                 limits = limits_for(precision, max_abs_diff=max_abs_diff, min_agreement=min_agreement,
                                     max_rel_diff=max_rel_diff)
+        elif precision == "fp16":
+            artifact_info = Fp16Plan(run, spec, limits.max_abs_diff, limits.max_rel_diff).execute(
+                exporter, model, stage, model_path, opset=opset)
         else:
             artifact_info = exporter.convert(model, spec, model_path, opset=opset, precision=precision)
         verification = None

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from edgetl.errors import ConfigError, DataError
 from edgetl.quantize.base import CalibBatches, LabelledBatches
 from edgetl.quantize.frontend import (
@@ -156,20 +154,14 @@ class Int8Plan:
 
     def _validation(self, tokenizer: Any) -> LabelledBatches:
         """The first ``budget_samples`` of the run's validation split, preprocessed for the artifact."""
-        from edgetl.verify import _batch, _text_batch
+        from edgetl.verify import labelled_batches
 
         split = self.run.data().val
-        n = len(split) if self.budget_samples is None else min(len(split), self.budget_samples)
-        if n == 0:
+        if len(split) == 0:
             raise DataError("the run has no validation samples to measure the INT8 budget on",
                             "re-train with val_fraction > 0, or export fp32")
-        out = []
-        for start in range(0, n, BATCH):
-            idx = range(start, min(start + BATCH, n))
-            inputs = (_text_batch(split, self.spec, idx, tokenizer) if self.spec.is_text
-                      else _batch(split, self.spec, idx))
-            out.append((inputs, np.asarray(split.labels[start:idx.stop])))
-        return out
+        return list(labelled_batches(split, self.spec, limit=self.budget_samples, batch_size=BATCH,
+                                     tokenizer=tokenizer))
 
 
 def _calibration_set(path: Path, spec: ModelSpec) -> Any:

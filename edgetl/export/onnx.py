@@ -1,7 +1,7 @@
 """ONNX exporter: torch model -> one self-contained ``model.onnx`` (opset >= 17, dynamic batch axis).
 
 Image models take one float32 ``input``; text models take int64 ``input_ids`` and ``attention_mask`` with
-dynamic batch and sequence axes. ``fp16`` converts the FP32 file (float16 weights and compute, float32
+dynamic batch and sequence axes. ``fp16`` converts the FP32 file (float16 weights, float32 compute,
 inputs and outputs); ``int8`` is made from the FP32 file by :mod:`edgetl.quantize` (the export front end
 walks the accuracy ladder), so :meth:`OnnxExporter.convert` writes fp32 and fp16 only.
 
@@ -79,6 +79,23 @@ class OnnxExporter:
     def predictor(self, path: Path, threads: int | None = None) -> Predictor:
         """A callable running the exported file in ONNX Runtime."""
         return OrtEngine(path, threads=threads).run
+
+    def fp16_weight_ops(self, fp32_path: Path) -> int:
+        """The FP32 file's float32 weights (see ``onnx_static.fp16_weights``)."""
+        import onnx
+
+        from edgetl.quantize.onnx_static import fp16_weights
+
+        return len(fp16_weights(onnx.load(str(fp32_path))))
+
+    def cast_fp16(self, fp32_path: Path, dst: Path, *, keep: int = 0) -> dict[str, Any]:
+        """Write ``fp32_path`` to ``dst`` with float16 weights except the first ``keep`` (compute stays float32)."""
+        from edgetl.quantize.onnx_static import quantize_onnx_fp16
+
+        facts = quantize_onnx_fp16(fp32_path, dst, keep=keep)
+        weights = "float16" if not keep else f"float16 except the first {keep} of {keep + facts['weights_fp16']} " \
+            "weight tensors (float32)"
+        return {"weights": weights, "compute": "float32", "fp16_tool": facts["tool"]}
 
 
 def _module_and_inputs(model: Any, spec: ModelSpec) -> tuple[Any, tuple[Any, ...], dict[int, str]]:

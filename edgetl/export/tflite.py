@@ -35,6 +35,7 @@ import importlib.metadata
 import io
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -134,6 +135,20 @@ class TFLiteExporter:
         """A callable running the written file in the ai-edge-litert interpreter."""
         return TFLiteEngine(path, threads=threads).run
 
+    def fp16_weight_ops(self, fp32_path: Path) -> int:
+        """The most weight ops any signature of the FP32 file has (see :func:`weight_op_scopes`)."""
+        return max((len(ops) for ops in weight_op_scopes(Path(fp32_path).read_bytes())), default=0)
+
+    def cast_fp16(self, fp32_path: Path, dst: Path, *, keep: int = 0) -> dict[str, Any]:
+        """Write ``fp32_path`` to ``dst`` with float16 weights except the first ``keep`` weight ops' of each
+        signature."""
+        Path(dst).write_bytes(_cast_fp16(Path(fp32_path).read_bytes(), keep))
+        facts = _precision_facts("fp16")
+        if keep:
+            n = self.fp16_weight_ops(fp32_path)
+            facts["weights"] += f"; the first {keep} of {n} weight ops kept float32"
+        return facts
+
 
 def sequence_lengths(max_length: int) -> list[int]:
     """The fixed lengths written for a text model: :data:`SEQUENCE_LENGTHS` below ``max_length``, then it."""
@@ -219,8 +234,29 @@ def _text_sample(length: int) -> dict[str, Any]:
     return dict(zip(TEXT_INPUTS, (ids, mask), strict=True))
 
 
-def _cast_fp16(content: bytes) -> bytes:
-    """Store weights as float16 with ai-edge-quantizer's weight-only ``float_casting`` recipe (compute stays fp32).
+def weight_op_scopes(content: bytes) -> list[list[str]]:
+    """Per subgraph (signature), the scopes of the ops that read a constant float32 tensor, in execution order:
+    what ai-edge-quantizer's recipe rules match (an op's scope is the names of its outputs)."""
+    import numpy as np
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    model = fb.read_model(content)
+    scopes = []
+    for subgraph in model.subgraphs:
+        ops: dict[str, None] = {}
+        for op in subgraph.operators:
+            for i in op.inputs:
+                data = fb.get_tensor_data(subgraph.tensors[i], model.buffers) if i >= 0 else None
+                if data is not None and data.dtype == np.float32 and data.size > 1:
+                    ops[fb.get_op_scope(op, subgraph.tensors)] = None
+                    break
+        scopes.append(list(ops))
+    return scopes
+
+
+def _cast_fp16(content: bytes, keep: int = 0) -> bytes:
+    """Store weights as float16 with ai-edge-quantizer's weight-only ``float_casting`` recipe (compute stays fp32),
+    except those of the first ``keep`` weight ops of each signature (:func:`weight_op_scopes`).
 
     Raises:
         ExportError: ai-edge-quantizer is missing or fails.
@@ -228,6 +264,7 @@ def _cast_fp16(content: bytes) -> bytes:
     try:
         from ai_edge_quantizer import qtyping, quantizer
 
+        kept = {scope for ops in weight_op_scopes(content) for scope in ops[:keep]} if keep else set()
         qt = quantizer.Quantizer(bytearray(content))  # signatures share weight buffers: each is cast once per use
         qt.update_quantization_recipe(
             regex=".*",
@@ -239,6 +276,9 @@ def _cast_fp16(content: bytes) -> bytes:
             ),
             algorithm_key=quantizer.AlgorithmName.FLOAT_CASTING,
         )
+        for scope in sorted(kept):  # later rules win over the ".*" one
+            qt.update_quantization_recipe(f"^{re.escape(scope)}$", qtyping.TFLOperationName.ALL_SUPPORTED,
+                                          algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE)
         # ai-edge-quantizer 0.10 does not pass enable_progress_bar on to its last step, whose tqdm bar goes to stderr
         with _quiet_root_warnings("Quantized data for tensor"), contextlib.redirect_stderr(io.StringIO()):
             return bytes(qt.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model)
