@@ -15,9 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgetl.errors import ConfigError, ExportError
 from edgetl.export import onnx as onnx_export
 from edgetl.export.bundle import OUTPUT_NAME, input_names
+from edgetl.export.openvino_ir import save_compact
 from edgetl.runtime.openvino_engine import OpenVINOEngine, error_line
 from edgetl.spec import ModelSpec
 from edgetl.verify import Predictor
@@ -65,7 +68,9 @@ class OpenVINOExporter:
             onnx_export.EXPORTER.convert(model, spec, onnx_path, opset=opset)
             ov_model = _convert(ov, onnx_path)
             _check_io(ov_model, spec)
-            _save(ov, ov_model, path, compress=precision == "fp16")  # before the ONNX file goes
+            if precision == "fp16":
+                cast_weights(ov, ov_model, keep=0)
+            _save(ov, ov_model, path)  # before the ONNX file goes
         size = path.stat().st_size + path.with_suffix(".bin").stat().st_size
         log.info("wrote %s + %s (%.2f MB, %s weights)", path.name, path.with_suffix(".bin").name, size / 1e6,
                  precision)
@@ -75,6 +80,20 @@ class OpenVINOExporter:
     def predictor(self, path: Path, threads: int | None = None) -> Predictor:
         """A callable running the written IR in OpenVINO on the CPU (float32 inference)."""
         return OpenVINOEngine(path, threads=threads).run
+
+    def fp16_weight_ops(self, fp32_path: Path) -> int:
+        """The FP32 IR's float32 weight constants (see :func:`weight_constants`)."""
+        ov = _require_openvino()
+        return len(weight_constants(ov, ov.Core().read_model(str(fp32_path))))
+
+    def cast_fp16(self, fp32_path: Path, dst: Path, *, keep: int = 0) -> dict[str, Any]:
+        """Write the IR at ``fp32_path`` to ``dst`` with float16 weights except the first ``keep`` constants'."""
+        ov = _require_openvino()
+        ov_model = ov.Core().read_model(str(fp32_path))
+        n = cast_weights(ov, ov_model, keep=keep)
+        _save(ov, ov_model, Path(dst))
+        return {"weights": "fp16" if not keep else f"fp16 except the first {keep} of {n} weight tensors (fp32)",
+                "compute": "float32"}
 
 
 def _require_openvino() -> Any:
@@ -100,9 +119,35 @@ def _convert(ov: Any, onnx_path: Path) -> Any:
                           ) from None
 
 
-def _save(ov: Any, ov_model: Any, path: Path, *, compress: bool) -> None:
+def weight_constants(ov: Any, ov_model: Any) -> list[Any]:
+    """The model's float32 Constant nodes that are weights (``onnx_static.is_fp16_weight``: kernels, matrices,
+    embedding tables; not biases or scalars), in execution order."""
+    from edgetl.quantize.base import is_fp16_weight
+
+    return [op for op in ov_model.get_ordered_ops()
+            if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f32
+            and is_fp16_weight(op.get_data())]
+
+
+def cast_weights(ov: Any, ov_model: Any, *, keep: int = 0) -> int:
+    """Store the weight constants after the first ``keep`` as float16, each followed by a Convert to float32 (the
+    form ``save_model(compress_to_fp16=True)`` writes): compute stays float32. Returns the number of constants."""
+    from openvino import opset13
+
+    constants = weight_constants(ov, ov_model)
+    for const in constants[keep:]:
+        half = opset13.constant(const.get_data().astype(np.float16))
+        widened = opset13.convert(half, ov.Type.f32)
+        widened.set_friendly_name(const.get_friendly_name())
+        const.output(0).replace(widened.output(0))
+    return len(constants)
+
+
+def _save(ov: Any, ov_model: Any, path: Path) -> None:
+    """Write the IR compactly (:func:`edgetl.export.openvino_ir.save_compact`), weights as they are (fp16 weights
+    are cast by :func:`cast_weights`; ``save_model``'s own compression would cast them all)."""
     try:
-        ov.save_model(ov_model, str(path), compress_to_fp16=compress)
+        save_compact(ov, ov_model, path)
     except Exception as exc:
         raise ExportError(f"OpenVINO cannot write {path.name}: {error_line(exc)}",
                           "check that the bundle folder is writable and the disk is not full") from None

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.errors import ConfigError, DataError, EdgetlError, ExportError
+from edgetl.export.openvino_ir import save_compact
 from edgetl.quantize.base import CalibBatches, LabelledBatches, symmetric_int8
 from edgetl.runtime.engines import Inputs
 from edgetl.runtime.openvino_engine import error_line
@@ -440,13 +441,14 @@ def compact_names(model: Any) -> None:
 
 
 def _save(ov: Any, model: Any, dst: Path, *, compact: bool = True) -> None:
-    """Write ``dst`` and its ``.bin``, int8 weights kept as they are (no FP16 compression of the rest);
-    ``compact``: internal op and tensor names shortened first (:func:`compact_names`)."""
+    """Write ``dst`` and its ``.bin`` compactly (:func:`edgetl.export.openvino_ir.save_compact`), int8 weights
+    kept as they are (no FP16 compression of the rest); ``compact``: internal op and tensor names shortened first
+    (:func:`compact_names`)."""
     try:
         if compact:
             compact_names(model)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        ov.save_model(model, str(dst), compress_to_fp16=False)
+        save_compact(ov, model, dst)
     except Exception as exc:
         raise ExportError(
             f"OpenVINO cannot write {dst.name}: {error_line(exc)}",
