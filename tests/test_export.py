@@ -149,3 +149,27 @@ def test_fp16_limit_is_absolute_by_default_and_relative_on_request() -> None:
                      max_rel_diff=relative.max_rel_diff)
 
 
+
+
+@pytest.mark.parametrize("first_pass", [0, 1, 2, 5, 22, 49, 50])
+def test_fp16_search_finds_the_smallest_passing_prefix(first_pass: int) -> None:
+    from edgetl.export.fp16 import smallest_passing
+
+    tried = []
+
+    def passes(k: int) -> bool:
+        tried.append(k)
+        return k >= first_pass
+
+    assert smallest_passing(passes, 50) == first_pass
+    assert 50 not in tried  # every weight float32 is the FP32 artifact itself: never built
+    assert len(tried) <= 2 * 6 + 1  # doubling, then bisection
+
+
+def test_fp16_target_is_half_the_tighter_limit() -> None:
+    from edgetl.export.fp16 import MARGIN, Fp16Plan
+
+    reference = np.array([[4.0, -1.0], [0.5, 2.0]])
+    assert Fp16Plan(None, None, 1e-2).target(reference) == pytest.approx(MARGIN * 1e-2)
+    assert Fp16Plan(None, None, 1e-2, max_rel_diff=1e-3).target(reference) == pytest.approx(MARGIN * 4e-3)
+    assert Fp16Plan(None, None, float("inf")).target(reference) == float("inf")
