@@ -61,6 +61,8 @@ def save_compact(ov: Any, model: Any, path: Path) -> None:
         if element.text is not None and not element.text.strip():
             element.text = None
         element.tail = None
+    # ElementTree escapes ">" inside attribute values, so " />" only ever closes an empty element
+    text = ET.tostring(tree.getroot(), encoding="unicode").replace(" />", "/>")
     staged = path.with_name(f".{path.name}.tmp")
-    tree.write(staged, encoding="utf-8", xml_declaration=True)
+    staged.write_text('<?xml version="1.0"?>\n' + text, encoding="utf-8")
     os.replace(staged, path)
