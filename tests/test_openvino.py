@@ -216,3 +216,30 @@ def test_text_predict_from_raw_strings_without_torch(text_fp16: Path, text_run) 
     labels = load_run(text_run[0]).spec.labels
     assert all(len(row) == 2 and {row[0][0], row[1][0]} == set(labels) for row in out["preds"])
     assert all(row[0][1] >= row[1][1] and abs(row[0][1] + row[1][1] - 1) < 1e-6 for row in out["preds"])
+
+
+@pytest.mark.slow
+def test_compact_ir_is_smaller_and_computes_the_same(image_fp32: Path, tmp_path: Path) -> None:
+    import openvino as ov
+
+    from edgetl.export.openvino_ir import KEEP_DIMS, save_compact, share_constants
+
+    core = ov.Core()
+    model = core.read_model(str(image_fp32 / "model.xml"))
+    ov.save_model(model, str(tmp_path / "plain.xml"), compress_to_fp16=False)  # indented, every port's dims
+    ops = ov.opset13
+    x_in = ops.parameter([1, 4], ov.Type.f32)
+    limits = np.arange(4, dtype=np.float32)  # two equal constants, as FakeQuantize's input and output limits
+    tiny = ov.Model([ops.multiply(ops.add(x_in, ops.constant(limits)), ops.constant(limits.copy()))], [x_in])
+    assert share_constants(tiny) == 1
+    assert sum(op.get_type_name() == "Constant" for op in tiny.get_ordered_ops()) == 1
+    save_compact(ov, core.read_model(str(tmp_path / "plain.xml")), tmp_path / "compact.xml")
+    assert (tmp_path / "compact.xml").stat().st_size < 0.8 * (tmp_path / "plain.xml").stat().st_size
+    root = ET.parse(tmp_path / "compact.xml").getroot()
+    for layer in root.iter("layer"):
+        has_dims = layer.find(".//dim") is not None
+        assert has_dims == (layer.get("type") in KEEP_DIMS), layer.get("type")
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    outs = [core.compile_model(core.read_model(str(tmp_path / name)), "CPU")(x)[0] for name in ("plain.xml",
+                                                                                             "compact.xml")]
+    np.testing.assert_array_equal(outs[0], outs[1])
