@@ -13,7 +13,7 @@ Weights are int8, per output channel by default; activations uint8 (ONNX Runtime
 
 :func:`sensitivity` ranks the graph's tensors by how much quantizing each one alone distorts it (signal to
 quantization noise ratio, from ONNX Runtime's ``qdq_loss_debug``), so the accuracy ladder can keep the worst
-ones in float. :func:`quantize_onnx_fp16` is the FP16 variant (float16 weights and compute, float32 I/O).
+ones in float. :func:`quantize_onnx_fp16` is the FP16 variant (float16 weights, float32 compute and I/O).
 """
 
 from __future__ import annotations
