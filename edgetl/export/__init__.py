@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edgetl.errors import ConfigError, DataError, EdgetlError, ParityError
-from edgetl.export.bundle import provenance, write_manifest
+from edgetl.export.bundle import bundle_tokenizer, provenance, write_manifest
 from edgetl.export.fp16 import Fp16Plan
 from edgetl.export.int8 import Int8Plan
 from edgetl.fsutil import check_out_dir, staged_dir
@@ -298,11 +298,7 @@ def _verify(
     Text is tokenized with the bundle's own tokenizer copy, so the files an app receives are checked too.
     """
     samples = _test_split(run)
-    tokenizer = None
-    if spec.is_text:
-        from edgetl.runtime.text import load_tokenizer
-
-        tokenizer = load_tokenizer(bundle / spec.tokenizer)
+    tokenizer = bundle_tokenizer(bundle, spec)
     report = verify_samples(torch_reference(model, spec), artifact, samples, spec,
                             limit=limit, progress=progress, tokenizer=tokenizer)
     what = "texts" if spec.is_text else "images"

@@ -12,14 +12,22 @@ from typing import TYPE_CHECKING, Any
 from edgetl import __version__
 from edgetl.fsutil import sha256_file, write_json
 from edgetl.runtime.bundle import MANIFEST_NAME, SCHEMA_VERSION
-from edgetl.runtime.text import TEXT_INPUTS
+from edgetl.runtime.text import TEXT_INPUTS, load_tokenizer
 from edgetl.spec import ModelSpec
 
 if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
     from edgetl.runfolder import Run
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+
+
+def bundle_tokenizer(bundle: Path, spec: ModelSpec) -> Tokenizer | None:
+    """The tokenizer copy inside a (staged) bundle for a text ``spec``, so checks use the files an app receives;
+    None for an image spec."""
+    return load_tokenizer(Path(bundle) / spec.tokenizer) if spec.is_text else None
 
 
 def input_names(spec: ModelSpec) -> list[str]:

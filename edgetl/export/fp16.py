@@ -21,6 +21,7 @@ import logging
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from edgetl.errors import DataError
+from edgetl.export.bundle import bundle_tokenizer
 from edgetl.quantize.base import LabelledBatches
 from edgetl.quantize.frontend import artifact_size
 from edgetl.spec import ModelSpec
@@ -134,11 +136,7 @@ class Fp16Plan:
         (parity is about numbers, not accuracy, so any input the model was not tested on will do)."""
         from edgetl.verify import labelled_batches
 
-        tokenizer = None
-        if self.spec.is_text:
-            from edgetl.runtime.text import load_tokenizer
-
-            tokenizer = load_tokenizer(stage / self.spec.tokenizer)
+        tokenizer = bundle_tokenizer(stage, self.spec)
         data = self.run.data()
         batches: list[Any] = []
         left = self.samples
@@ -151,7 +149,7 @@ class Fp16Plan:
         return batches
 
 
-def smallest_passing(passes: Any, n: int) -> int:
+def smallest_passing(passes: Callable[[int], bool], n: int) -> int:
     """The smallest ``k`` in ``0..n`` with ``passes(k)``, taking ``passes(n)`` as true and the rest as monotone:
     0, then doubling (1, 2, 4...), then bisection between the last failure and the first success."""
     if passes(0):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgetl.errors import ConfigError, DataError
+from edgetl.export.bundle import bundle_tokenizer
 from edgetl.quantize.base import CalibBatches, LabelledBatches
 from edgetl.quantize.frontend import (
     DEFAULT_BUDGET,
@@ -88,11 +89,7 @@ class Int8Plan:
         Returns:
             The exporter's artifact facts and the ``quantization`` entry for ``edgetl.json``.
         """
-        tokenizer = None
-        if self.spec.is_text:
-            from edgetl.runtime.text import load_tokenizer
-
-            tokenizer = load_tokenizer(stage / self.spec.tokenizer)
+        tokenizer = bundle_tokenizer(stage, self.spec)
         calib = self._calib_batches(tokenizer)
         validation = self._validation(tokenizer)
         with tempfile.TemporaryDirectory(prefix="edgetl-int8-") as tmp:

@@ -93,8 +93,9 @@ class OnnxExporter:
         from edgetl.quantize.onnx_static import quantize_onnx_fp16
 
         facts = quantize_onnx_fp16(fp32_path, dst, keep=keep)
-        weights = "float16" if not keep else f"float16 except the first {keep} of {keep + facts['weights_fp16']} " \
-            "weight tensors (float32)"
+        n = facts["weights_fp16"] + facts["weights_fp32"]
+        weights = "float16" if not keep else f"float16 except the first {facts['weights_fp32']} of {n} weight " \
+            "tensors (float32)"
         return {"weights": weights, "compute": "float32", "fp16_tool": facts["tool"]}
 
 

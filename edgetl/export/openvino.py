@@ -120,7 +120,7 @@ def _convert(ov: Any, onnx_path: Path) -> Any:
 
 
 def weight_constants(ov: Any, ov_model: Any) -> list[Any]:
-    """The model's float32 Constant nodes that are weights (``onnx_static.is_fp16_weight``: kernels, matrices,
+    """The model's float32 Constant nodes that are weights (``quantize.base.is_fp16_weight``: kernels, matrices,
     embedding tables; not biases or scalars), in execution order."""
     from edgetl.quantize.base import is_fp16_weight
 

@@ -37,7 +37,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -142,10 +142,12 @@ class TFLiteExporter:
     def cast_fp16(self, fp32_path: Path, dst: Path, *, keep: int = 0) -> dict[str, Any]:
         """Write ``fp32_path`` to ``dst`` with float16 weights except the first ``keep`` weight ops' of each
         signature."""
-        Path(dst).write_bytes(_cast_fp16(Path(fp32_path).read_bytes(), keep))
+        content = Path(fp32_path).read_bytes()
+        scopes = weight_op_scopes(content) if keep else []
+        Path(dst).write_bytes(_cast_fp16(content, {scope for ops in scopes for scope in ops[:keep]}))
         facts = _precision_facts("fp16")
         if keep:
-            n = self.fp16_weight_ops(fp32_path)
+            n = max(len(ops) for ops in scopes)
             facts["weights"] += f"; the first {keep} of {n} weight ops kept float32"
         return facts
 
@@ -254,9 +256,9 @@ def weight_op_scopes(content: bytes) -> list[list[str]]:
     return scopes
 
 
-def _cast_fp16(content: bytes, keep: int = 0) -> bytes:
+def _cast_fp16(content: bytes, kept: Collection[str] = ()) -> bytes:
     """Store weights as float16 with ai-edge-quantizer's weight-only ``float_casting`` recipe (compute stays fp32),
-    except those of the first ``keep`` weight ops of each signature (:func:`weight_op_scopes`).
+    except those of the ops whose scopes are in ``kept`` (see :func:`weight_op_scopes`).
 
     Raises:
         ExportError: ai-edge-quantizer is missing or fails.
@@ -264,7 +266,6 @@ def _cast_fp16(content: bytes, keep: int = 0) -> bytes:
     try:
         from ai_edge_quantizer import qtyping, quantizer
 
-        kept = {scope for ops in weight_op_scopes(content) for scope in ops[:keep]} if keep else set()
         qt = quantizer.Quantizer(bytearray(content))  # signatures share weight buffers: each is cast once per use
         qt.update_quantization_recipe(
             regex=".*",
