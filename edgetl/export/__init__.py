@@ -50,10 +50,9 @@ class Exporter(Protocol):
         """The spec the artifact's inputs follow (e.g. NHWC for TFLite images); ``spec`` when unchanged."""
         ...
 
-    def convert(
-        self, model: Any, spec: ModelSpec, path: Path, *, opset: int, precision: str
-    ) -> dict[str, Any] | None:
-        """Write the artifact for ``model`` (inputs per ``spec``, the bundle spec) to ``path``.
+    def convert(self, model: Any, spec: ModelSpec, path: Path, *, opset: int) -> dict[str, Any] | None:
+        """Write the FP32 artifact for ``model`` (inputs per ``spec``, the bundle spec) to ``path``; FP16 and
+        INT8 artifacts are made from it (:class:`~edgetl.export.fp16.Fp16Plan`, :class:`~edgetl.export.int8.Int8Plan`).
 
         Returns:
             Format-specific facts for ``edgetl.json``'s ``artifact`` entry (route used, fixed sequence
@@ -171,7 +170,7 @@ def export(
             artifact_info = Fp16Plan(run, spec, limits.max_abs_diff, limits.max_rel_diff).execute(
                 exporter, model, stage, model_path, opset=opset)
         else:
-            artifact_info = exporter.convert(model, spec, model_path, opset=opset, precision=precision)
+            artifact_info = exporter.convert(model, spec, model_path, opset=opset)
         verification = None
         if verify:
             try:
@@ -189,7 +188,7 @@ def export(
                 precision = "fp32"
                 limits = limits_for(precision, max_abs_diff=max_abs_diff, min_agreement=min_agreement,
                                     max_rel_diff=max_rel_diff)
-                artifact_info = exporter.convert(model, spec, model_path, opset=opset, precision=precision)
+                artifact_info = exporter.convert(model, spec, model_path, opset=opset)
                 verification = _verify(run, spec, model, exporter.predictor(model_path), stage, verify_limit,
                                        limits, progress, precision)
         write_manifest(stage, fmt=fmt, precision=precision, model_file=exporter.model_file, spec=spec,

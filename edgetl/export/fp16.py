@@ -86,7 +86,7 @@ class Fp16Plan:
         with tempfile.TemporaryDirectory(prefix="edgetl-fp16-") as tmp:
             fp32_path = Path(tmp) / "fp32" / exporter.model_file
             fp32_path.parent.mkdir()
-            facts = dict(exporter.convert(model, self.spec, fp32_path, opset=opset, precision="fp32") or {})
+            facts = dict(exporter.convert(model, self.spec, fp32_path, opset=opset) or {})
             n_ops = caster.fp16_weight_ops(fp32_path)
             try:
                 batches = self._batches(stage)

@@ -95,7 +95,7 @@ class Int8Plan:
         with tempfile.TemporaryDirectory(prefix="edgetl-int8-") as tmp:
             fp32_path = Path(tmp) / "fp32" / exporter.model_file
             fp32_path.parent.mkdir()
-            facts = exporter.convert(model, self.spec, fp32_path, opset=opset, precision="fp32")
+            facts = exporter.convert(model, self.spec, fp32_path, opset=opset)
             result, kept, kept_facts = quantize_artifact(
                 self.fmt, fp32_path, method=self.method, text=self.spec.is_text, calib=calib,
                 validation=validation, budget=self.budget, predictor=exporter.predictor, workdir=Path(tmp) / "ladder",

@@ -51,30 +51,23 @@ class OnnxExporter:
         """ONNX keeps the run's input layout."""
         return spec
 
-    def convert(self, model: Any, spec: ModelSpec, path: Path, *, opset: int = 18, precision: str = "fp32") -> None:
-        """Export ``model`` (eval mode) to ``path`` at ``precision`` and check the result.
+    def convert(self, model: Any, spec: ModelSpec, path: Path, *, opset: int = 18) -> None:
+        """Export ``model`` (eval mode) to an FP32 file at ``path`` and check it (FP16 and INT8 artifacts are
+        made from this file: :class:`edgetl.export.fp16.Fp16Plan`, :class:`edgetl.export.int8.Int8Plan`).
 
         Raises:
             ConfigError: An option this exporter cannot honour.
-            ExportError: Both exporters failed, the file fails the ONNX checker, or quantization failed.
+            ExportError: Both exporters failed, or the file fails the ONNX checker.
         """
-        self.check_options(opset=opset, precision=precision, spec=spec)
-        fp32_path = path if precision == "fp32" else path.with_name(f".{path.stem}.fp32.onnx")
+        self.check_options(opset=opset, spec=spec)
         module, dummy, axes = _module_and_inputs(model, spec)
         try:
-            _export_legacy(module, dummy, fp32_path, opset, spec, axes)
+            _export_legacy(module, dummy, path, opset, spec, axes)
         except Exception as exc:  # the legacy exporter is deprecated and may disappear
             log.warning("legacy ONNX exporter failed (%s); trying the dynamo exporter", exc)
-            _export_dynamo(module, dummy, fp32_path, opset, spec, axes)
-        check_onnx(fp32_path, opset, spec)
-        if precision == "fp16":
-            from edgetl.quantize.onnx_static import quantize_onnx_fp16
-
-            try:
-                quantize_onnx_fp16(fp32_path, path)
-            finally:
-                fp32_path.unlink(missing_ok=True)
-        log.info("wrote %s (%.2f MB, %s, opset %d)", path.name, path.stat().st_size / 1e6, precision, opset)
+            _export_dynamo(module, dummy, path, opset, spec, axes)
+        check_onnx(path, opset, spec)
+        log.info("wrote %s (%.2f MB, fp32, opset %d)", path.name, path.stat().st_size / 1e6, opset)
 
     def predictor(self, path: Path, threads: int | None = None) -> Predictor:
         """A callable running the exported file in ONNX Runtime."""

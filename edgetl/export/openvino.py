@@ -47,10 +47,9 @@ class OpenVINOExporter:
         """OpenVINO keeps the run's input layout."""
         return spec
 
-    def convert(
-        self, model: Any, spec: ModelSpec, path: Path, *, opset: int = 18, precision: str = "fp32"
-    ) -> dict[str, Any]:
-        """Export ``model`` to an FP32 ONNX file in a temporary folder, convert it, and save the IR at ``path``.
+    def convert(self, model: Any, spec: ModelSpec, path: Path, *, opset: int = 18) -> dict[str, Any]:
+        """Export ``model`` to an FP32 ONNX file in a temporary folder, convert it, and save the FP32 IR at
+        ``path`` (:meth:`cast_fp16` and the INT8 plan start from it).
 
         Returns:
             The route, the OpenVINO version and the weights' precision, for ``edgetl.json``.
@@ -60,7 +59,7 @@ class OpenVINOExporter:
             ExportError: The ONNX export, the conversion or the save failed, or the IR lost an input name
                 or a dynamic axis.
         """
-        self.check_options(opset=opset, precision=precision, spec=spec)
+        self.check_options(opset=opset, spec=spec)
         ov = _require_openvino()
         path = Path(path)
         with tempfile.TemporaryDirectory(prefix="edgetl-openvino-") as tmp:
@@ -68,13 +67,10 @@ class OpenVINOExporter:
             onnx_export.EXPORTER.convert(model, spec, onnx_path, opset=opset)
             ov_model = _convert(ov, onnx_path)
             _check_io(ov_model, spec)
-            if precision == "fp16":
-                cast_weights(ov, ov_model, keep=0)
             _save(ov, ov_model, path)  # before the ONNX file goes
         size = path.stat().st_size + path.with_suffix(".bin").stat().st_size
-        log.info("wrote %s + %s (%.2f MB, %s weights)", path.name, path.with_suffix(".bin").name, size / 1e6,
-                 precision)
-        return {"route": ROUTE, "openvino_version": OpenVINOEngine.version(), "weights": precision,
+        log.info("wrote %s + %s (%.2f MB, fp32 weights)", path.name, path.with_suffix(".bin").name, size / 1e6)
+        return {"route": ROUTE, "openvino_version": OpenVINOEngine.version(), "weights": "fp32",
                 "weights_file": path.with_suffix(".bin").name}
 
     def predictor(self, path: Path, threads: int | None = None) -> Predictor:

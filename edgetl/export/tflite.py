@@ -99,10 +99,9 @@ class TFLiteExporter:
         """Image models take NHWC input (the mobile convention); text models are unchanged."""
         return spec if spec.is_text else spec.with_(layout="NHWC")
 
-    def convert(
-        self, model: Any, spec: ModelSpec, path: Path, *, opset: int = 18, precision: str = "fp32"
-    ) -> dict[str, Any]:
-        """Convert ``model`` (inputs per the bundle ``spec``) to ``path`` at ``precision``.
+    def convert(self, model: Any, spec: ModelSpec, path: Path, *, opset: int = 18) -> dict[str, Any]:
+        """Convert ``model`` (inputs per the bundle ``spec``) to an FP32 file at ``path`` (:meth:`cast_fp16`
+        and the INT8 plan start from it).
 
         Returns:
             Facts for ``edgetl.json``: route (and why the first failed, after a fallback), converter
@@ -110,12 +109,12 @@ class TFLiteExporter:
 
         Raises:
             ConfigError: An option this exporter cannot honour.
-            ExportError: Conversion or fp16 casting failed (naming the first failure of each route tried).
+            ExportError: Conversion failed (naming the first failure of each route tried).
         """
-        self.check_options(opset=opset, precision=precision, spec=spec)
+        self.check_options(opset=opset, spec=spec)
         started = time.perf_counter()
         if self.route == "onnx2tf":
-            facts = _convert_onnx2tf(model, spec, path, precision, opset)
+            facts = _convert_onnx2tf(model, spec, path, opset)
         else:
             try:
                 content, facts = _convert_litert(model, spec)
@@ -123,12 +122,12 @@ class TFLiteExporter:
                 if self.route == "litert-torch":
                     raise ExportError(f"TFLite export failed; litert-torch failed: {_one_line(exc)}",
                                       "try --tflite-route onnx2tf, or export to onnx") from exc
-                facts = _second_route(model, spec, path, precision, opset, exc)
+                facts = _second_route(model, spec, path, opset, exc)
             else:
-                path.write_bytes(_cast_fp16(content) if precision == "fp16" else content)
-                facts.update(_precision_facts(precision))
-        log.info("wrote %s (%.2f MB, %s, %s) in %.0f s", path.name, path.stat().st_size / 1e6, precision,
-                 facts["route"], time.perf_counter() - started)
+                path.write_bytes(content)
+                facts["weights"] = "float32"
+        log.info("wrote %s (%.2f MB, fp32, %s) in %.0f s", path.name, path.stat().st_size / 1e6, facts["route"],
+                 time.perf_counter() - started)
         return facts
 
     def predictor(self, path: Path, threads: int | None = None) -> Predictor:
@@ -145,7 +144,7 @@ class TFLiteExporter:
         content = Path(fp32_path).read_bytes()
         scopes = weight_op_scopes(content) if keep else []
         Path(dst).write_bytes(_cast_fp16(content, {scope for ops in scopes for scope in ops[:keep]}))
-        facts = _precision_facts("fp16")
+        facts = _fp16_facts()
         if keep:
             n = max(len(ops) for ops in scopes)
             facts["weights"] += f"; the first {keep} of {n} weight ops kept float32"
@@ -315,15 +314,12 @@ def _quiet_logger(name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _precision_facts(precision: str) -> dict[str, Any]:
-    if precision != "fp16":
-        return {"weights": "float32"}
+def _fp16_facts() -> dict[str, Any]:
     return {"weights": "float16 (ai-edge-quantizer float_casting, weight-only)", "compute": "float32",
             "ai_edge_quantizer_version": importlib.metadata.version("ai-edge-quantizer")}
 
 
-def _second_route(model: Any, spec: ModelSpec, path: Path, precision: str, opset: int,
-                  first: Exception) -> dict[str, Any]:
+def _second_route(model: Any, spec: ModelSpec, path: Path, opset: int, first: Exception) -> dict[str, Any]:
     """After litert-torch failed: ONNX -> onnx2tf -> TFLite when onnx2tf is installed, else the first failure.
 
     Raises:
@@ -340,7 +336,7 @@ def _second_route(model: Any, spec: ModelSpec, path: Path, precision: str, opset
                           f"{tflite_onnx2tf.INSTALL_HINT}")
     log.warning("%s; trying ONNX -> onnx2tf", reason)
     try:
-        facts = _convert_onnx2tf(model, spec, path, precision, opset)
+        facts = _convert_onnx2tf(model, spec, path, opset)
     except Exception as exc:
         second = exc.message if isinstance(exc, ExportError) else f"onnx2tf failed: {_one_line(exc)}"
         raise ExportError(f"TFLite export failed; {reason}; then {second}",
@@ -348,15 +344,12 @@ def _second_route(model: Any, spec: ModelSpec, path: Path, precision: str, opset
     return {**facts, "fallback_reason": reason}
 
 
-def _convert_onnx2tf(model: Any, spec: ModelSpec, path: Path, precision: str, opset: int) -> dict[str, Any]:
+def _convert_onnx2tf(model: Any, spec: ModelSpec, path: Path, opset: int) -> dict[str, Any]:
     """The onnx2tf route (:mod:`edgetl.export.tflite_onnx2tf`), with the facts both routes record."""
     from edgetl.export import tflite_onnx2tf
 
-    facts = tflite_onnx2tf.convert(model, spec, path, precision=precision, opset=opset)
-    facts["batch"] = _BATCH_NOTE
-    if precision == "fp16":
-        return {**facts, "weights": "float16 (onnx2tf, weight-only)", "compute": "float32"}
-    return {**facts, "weights": "float32"}
+    facts = tflite_onnx2tf.convert(model, spec, path, opset=opset)
+    return {**facts, "batch": _BATCH_NOTE, "weights": "float32"}
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:

@@ -15,7 +15,7 @@ The file follows the same contract as the litert-torch route's, so the engine ru
   it with ``attention_mask`` 0, which leaves the logits unchanged (only slower than a shorter signature).
 - Erf (the exact GELU of BERT-like models) is replaced by onnx2tf's pseudo-op; otherwise the file would
   carry ``FlexErf``, which ai-edge-litert cannot run.
-- fp16 is onnx2tf's float16 file: float16 weights dequantized to float32 compute.
+- The float32 file is kept; FP16 and INT8 files are made from it as from the first route's.
 
 onnx2tf runs in a child Python process whose working folder is a private temporary folder: onnx2tf looks
 there for a sample-image file and otherwise downloads one from GitHub (impossible offline), so the folder
@@ -69,14 +69,13 @@ def check_available() -> None:
                           INSTALL_HINT)
 
 
-def convert(model: Any, spec: ModelSpec, path: Path, *, precision: str, opset: int) -> dict[str, Any]:
-    """Write ``model`` to ``path`` as TFLite through a fixed-shape ONNX file and onnx2tf.
+def convert(model: Any, spec: ModelSpec, path: Path, *, opset: int) -> dict[str, Any]:
+    """Write ``model`` to ``path`` as FP32 TFLite through a fixed-shape ONNX file and onnx2tf.
 
     Args:
         model: The run's torch model (NCHW for images).
         spec: The bundle spec (NHWC for images).
         path: The ``.tflite`` file to write.
-        precision: ``fp32`` or ``fp16`` (float16 weights).
         opset: The ONNX opset of the intermediate file.
 
     Returns:
@@ -95,7 +94,7 @@ def convert(model: Any, spec: ModelSpec, path: Path, *, precision: str, opset: i
         _fold_shape_computations(onnx_path)
         _write_sample_images(work / SAMPLE_FILE)
         _run_onnx2tf(work, onnx_path, work / "tf", pseudo_ops=_pseudo_ops(onnx_path))
-        written = work / "tf" / f"model_{'float16' if precision == 'fp16' else 'float32'}.tflite"
+        written = work / "tf" / "model_float32.tflite"
         _check_io(written, spec)  # before it reaches ``path``: a refused file is never left behind
         path.write_bytes(written.read_bytes())
     facts: dict[str, Any] = {
