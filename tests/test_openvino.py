@@ -243,3 +243,61 @@ def test_compact_ir_is_smaller_and_computes_the_same(image_fp32: Path, tmp_path:
     outs = [core.compile_model(core.read_model(str(tmp_path / name)), "CPU")(x)[0] for name in ("plain.xml",
                                                                                              "compact.xml")]
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_half_vectors_casts_only_quantization_vectors_float16_holds() -> None:
+    """Scales of int8 weights, biases and FakeQuantize limits of at least HALF_MIN_ELEMENTS become float16
+    (+ Convert); short vectors, vectors float16 cannot hold, and other float constants stay float32."""
+    import openvino as ov
+
+    from edgetl.export.openvino_ir import HALF_MIN_ELEMENTS, half_vectors
+
+    ops, rng = ov.opset13, np.random.default_rng(0)
+    n = HALF_MIN_ELEMENTS
+    x = ops.parameter([2, 8], ov.Type.f32)
+
+    def linear(inputs, width: int, scale: np.ndarray | None = None):
+        q = rng.integers(-127, 128, (8, width)).astype(np.int8)
+        if scale is None:
+            scale = rng.uniform(1e-3, 1e-2, width).astype(np.float32)
+        weights = ops.multiply(ops.convert(ops.constant(q), ov.Type.f32), ops.constant(scale))
+        return ops.add(ops.matmul(inputs, weights, False, False), ops.constant(rng.standard_normal(width, np.float32)))
+
+    wide = linear(x, n)  # scale and bias: cast
+    short = linear(x, n - 1)  # both stay float32
+    huge = linear(x, n, np.full(n, 1e6, np.float32))  # scale beyond float16: stays; its bias is cast
+    lo, hi = (ops.constant(v.astype(np.float32)) for v in (-np.linspace(1, 2, n), np.linspace(1, 2, n)))
+    limited = ops.fake_quantize(wide, lo, hi, lo, hi, 256)  # both limits: cast
+    gamma = ops.constant(rng.standard_normal(n, np.float32))
+    scaled = ops.multiply(limited, gamma)  # a float op's vector (a norm's gamma), not a quantization vector
+    model = ov.Model([limited, scaled, short, huge], [x])
+    core, sample = ov.Core(), rng.standard_normal((2, 8), np.float32)
+
+    def outputs() -> list[np.ndarray]:
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return [out.copy() for out in compiled(sample).values()]
+
+    before = outputs()
+    assert half_vectors(ov, model) == 5
+    halves = [op for op in model.get_ordered_ops() if op.get_type_name() == "Constant"
+              and op.get_element_type() == ov.Type.f16]
+    assert len(halves) == 5 and all(op.get_data().size == n for op in halves)
+    assert gamma.get_element_type() == ov.Type.f32 and scaled.input_value(1).get_node() is gamma
+    after = outputs()
+    step = 2 * 2.0 / 255  # one FakeQuantize level: a cast limit may move a value across one rounding boundary
+    assert np.abs(after[0] - before[0]).max() <= step + 1e-6
+    for old, new in zip(before[2:], after[2:], strict=True):
+        np.testing.assert_allclose(new, old, rtol=2e-3, atol=2e-3 * np.abs(old).max())
+
+
+@pytest.mark.slow
+def test_default_attributes_dropped_only_where_the_graph_reads_back_the_same(image_fp32: Path) -> None:
+    """The compact FP32 IR leaves out attributes equal to the reader's defaults and keeps the others."""
+    root = ET.parse(image_fp32 / "model.xml").getroot()
+    data = {(layer.get("type"), name): value for layer in root.iter("layer") for d in layer.findall("data")
+            for name, value in d.attrib.items()}
+    assert ("Add", "auto_broadcast") not in data and ("Convolution", "auto_pad") not in data
+    strides = {d.get("strides") for layer in root.iter("layer") if layer.get("type") == "Convolution"
+               for d in layer.findall("data")}
+    assert "2, 2" in strides  # a non-default value stays
+    assert all(("Const", key) in data for key in ("element_type", "shape", "offset", "size"))

@@ -43,6 +43,7 @@ FACT_KEYS = {
     "calibration_samples",
     "ignored",
     "fake_quantize",
+    "float16_vectors",
 }
 
 

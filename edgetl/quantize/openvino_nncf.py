@@ -2,10 +2,12 @@
 
 The FP32 IR written by :mod:`edgetl.export.openvino` is read, quantized by NNCF (FakeQuantize ops on the
 inputs of convolutions, linear layers and some element-wise ops; weights stored as int8 and scaled back by a
-Multiply) and saved with ``compress_to_fp16=False``. The IR's constant subgraphs are folded first, so that
-depthwise weights are plain constants NNCF's int8 storage covers (see :func:`_fold`); weights of ops the
-accuracy control reverts to float are stored as int8 too when the budget still holds
-(:func:`store_float_weights_int8`), and internal names are shortened (:func:`compact_names`).
+Multiply) and saved compactly: the weights' scales, the FakeQuantize limits and the biases as float16 where
+that makes the file smaller (:func:`edgetl.export.openvino_ir.half_vectors`), everything else as it is. The
+IR's constant subgraphs are folded first, so that depthwise weights are plain constants NNCF's int8 storage
+covers (see :func:`_fold`); weights of ops the accuracy control reverts to float are stored as int8 too when
+the budget still holds (:func:`store_float_weights_int8`), and internal names are shortened
+(:func:`compact_names`).
 
 Calibration and validation batches (see :mod:`edgetl.quantize.base`) are split into single samples before
 NNCF sees them, as NNCF's documentation recommends: its ``subset_size`` counts data items, not samples, and
@@ -37,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.errors import ConfigError, DataError, EdgetlError, ExportError
-from edgetl.export.openvino_ir import save_compact
+from edgetl.export.openvino_ir import half_vectors, save_compact
 from edgetl.quantize.base import CalibBatches, LabelledBatches, symmetric_int8
 from edgetl.runtime.engines import Inputs
 from edgetl.runtime.openvino_engine import error_line
@@ -71,6 +73,7 @@ def quantize_ptq(
     subset_size: int | None = None,
     activation_ranges: str = "mean",
     compact: bool = True,
+    float16_vectors: bool = True,
 ) -> dict[str, Any]:
     """Post-training INT8 of the FP32 IR ``src``, written to ``dst`` (``.xml`` and its ``.bin``).
 
@@ -87,12 +90,15 @@ def quantize_ptq(
         activation_ranges: ``mean`` or ``global`` (see :data:`ACTIVATION_RANGES`).
         compact: Short internal op and tensor names in the written IR (see :func:`compact_names`); off when
             the INT8 IR's op names must match the FP32 IR's.
+        float16_vectors: Store the weights' scales, the FakeQuantize limits and the biases as float16 where
+            that makes the file smaller (:func:`edgetl.export.openvino_ir.half_vectors`); False keeps them
+            float32 as NNCF left them.
 
     Returns:
         Facts for ``edgetl.json``: ``tool``, ``method`` (``static``), ``algorithm`` (``ptq``), ``preset``,
         ``model_type`` (``transformer`` or None), ``activation_ranges``, ``fast_bias_correction``,
-        ``calibration_samples``, ``ignored`` (names kept in float on request) and ``fake_quantize``
-        (FakeQuantize ops written).
+        ``calibration_samples``, ``ignored`` (names kept in float on request), ``fake_quantize``
+        (FakeQuantize ops written) and ``float16_vectors`` (scales, limits and biases stored as float16).
 
     Raises:
         ConfigError: An unknown preset or ``activation_ranges``, or ``subset_size`` below 1.
@@ -121,7 +127,7 @@ def quantize_ptq(
             ignored_scope=_ignored(nncf, ignored_names),
             advanced_parameters=_advanced(nncf, activation_ranges),
         )
-    _save(ov, quantized, Path(dst), compact=compact)
+    facts["float16_vectors"] = _save(ov, quantized, Path(dst), compact=compact, half=float16_vectors)
     facts["fake_quantize"] = count_fake_quantize(dst)
     _log_sizes(Path(src), Path(dst), "PTQ")
     return facts
@@ -195,7 +201,7 @@ def quantize_accuracy_control(
                  reverted_weights_note="")
     if facts["reverted"] != []:
         quantized = _compress_reverted(ov, quantized, labelled, facts, max_drop_points)
-    _save(ov, quantized, Path(dst))
+    facts["float16_vectors"] = _save(ov, quantized, Path(dst))
     facts["fake_quantize"] = count_fake_quantize(dst)
     _log_sizes(Path(src), Path(dst), "accuracy-controlled")
     return facts
@@ -440,15 +446,18 @@ def compact_names(model: Any) -> None:
                 output.get_tensor().set_names(set())
 
 
-def _save(ov: Any, model: Any, dst: Path, *, compact: bool = True) -> None:
+def _save(ov: Any, model: Any, dst: Path, *, compact: bool = True, half: bool = True) -> int:
     """Write ``dst`` and its ``.bin`` compactly (:func:`edgetl.export.openvino_ir.save_compact`), int8 weights
-    kept as they are (no FP16 compression of the rest); ``compact``: internal op and tensor names shortened first
-    (:func:`compact_names`)."""
+    kept as they are; ``half``: the scales, limits and biases of the quantized ops as float16 where that makes
+    the file smaller (:func:`edgetl.export.openvino_ir.half_vectors`); ``compact``: internal op and tensor
+    names shortened (:func:`compact_names`). Returns how many vectors were stored as float16."""
     try:
+        halved = half_vectors(ov, model) if half else 0
         if compact:
             compact_names(model)
         dst.parent.mkdir(parents=True, exist_ok=True)
         save_compact(ov, model, dst)
+        return halved
     except Exception as exc:
         raise ExportError(
             f"OpenVINO cannot write {dst.name}: {error_line(exc)}",
