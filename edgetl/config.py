@@ -35,6 +35,8 @@ class DataConfig:
     strict: bool = field(default=False, metadata={"help": "fail on a corrupt image instead of skipping it"})
     image_size: int | None = field(default=None, metadata={"help": "square input size; default: backbone's"})
     augment: bool = field(default=True, metadata={"help": "random resized crop, flip, small rotation"})
+    text_augment: float = field(default=0.0, metadata={"help": "text: strength of random word deletion and "
+                                                                "swaps on training texts, 0..0.5 (0: off)"})
 
     def validate(self) -> None:
         """Raise ConfigError on impossible values; fill the task's default dataset."""
@@ -49,6 +51,9 @@ class DataConfig:
             raise ConfigError("limit_per_class must be >= 3 (one image each for train, val, test)")
         if self.image_size is not None and not 16 <= self.image_size <= 1024:
             raise ConfigError("image_size must be between 16 and 1024")
+        if not 0 <= self.text_augment <= 0.5:
+            raise ConfigError(f"text_augment must be in [0, 0.5], got {self.text_augment}",
+                              "0.1 drops and swaps about one word in ten; 0 turns it off")
 
 
 @dataclass

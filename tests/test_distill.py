@@ -157,3 +157,20 @@ def test_recipe_distill_stage_skips_when_nothing_changed(image_run: Path, tmp_pa
     recipe["distill"]["distill"]["temperature"] = 2.0
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     assert run_recipe(load_recipe(path))["distill"] == "ran"
+
+
+@pytest.mark.slow
+def test_text_augmentation_runs_the_teacher_online_on_the_augmented_texts(text_run: tuple[Path, dict],
+                                                                           tmp_path: Path) -> None:
+    """With --text-augment the student and its no-KD twin train on the same word-dropped texts, and the
+    teacher runs on them online (a cache of the original texts would be the wrong targets)."""
+    cfg = DistillConfig()
+    cfg.data.task, cfg.data.data, cfg.data.limit_per_class, cfg.data.text_augment = "text", "rotten-tomatoes", 40, 0.2
+    cfg.model.backbone = "distilbert_from_teacher"
+    cfg.train.epochs, cfg.train.batch_size = 1, 16
+    cfg.distill.teacher, cfg.distill.layers, cfg.distill.latency = str(text_run[0]), 2, False
+    metrics = distill(cfg, tmp_path / "student")
+    d = metrics["distill"]
+    assert d["teacher_outputs"] == "online" and "augmented" in d["online_reason"]
+    assert d["terms"]["hidden"] == 1.0 and metrics["history"][0]["loss_hidden"] > 0
+    assert read_json(tmp_path / "student" / "metrics.json")["test"]["n"] == metrics["test"]["n"]

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 DEFAULT_RECIPE = Path("calibration/default.yaml")
 #: Data options of `edgetl finetune` that do not change which samples are loaded.
-_SKIPPED = ("task", "data", "max_length", "image_size", "augment")
+_SKIPPED = ("task", "data", "max_length", "image_size", "augment", "text_augment")
 _DATA_HELP = "Dataset, as for `edgetl finetune`: image folder, fashion-mnist, CSV/TSV/JSONL file, rotten-tomatoes..."
 _TASK_HELP = "image | text [default: text for rotten-tomatoes or a file, else image]"
 

@@ -39,7 +39,7 @@ from edgetl.train.freezing import apply_freezing, freeze_norm_stats, trainable_b
 from edgetl.train.loop import predict_logits, to_channels_last, to_device, train_one_epoch
 from edgetl.train.metrics import classification_metrics
 from edgetl.train.optim import build_optimizer, layerwise_param_groups
-from edgetl.train.tasks import TASKS, Built, Task
+from edgetl.train.tasks import TASKS, Built, Task, text_augment
 from edgetl.train.teachers import Teacher, TorchTeacher, classify_teacher, load_teacher
 
 log = logging.getLogger("edgetl")
@@ -205,7 +205,7 @@ class KDRun:
         self.weights = KDWeights(k.temperature, k.alpha, k.hidden_weight if self.hidden else 0.0,
                                  k.feature_weight if self.feature else 0.0)
         self.hard = ft._criterion(student_cfg, data.train.labels, len(data.classes))
-        self.augment = not text and student_cfg.data.augment
+        self.augment = student_cfg.data.text_augment > 0 if text else student_cfg.data.augment
         self.cache_reason = self._cache_reason()
         self.projection: FeatureProjection | None = None
         self.parts: dict[str, float] = {}
@@ -240,9 +240,11 @@ class KDRun:
         """The student's training batches, with the cached teacher outputs or the teacher's own inputs
         (this rank's share of each global batch, in the permutation of ``seed + epoch``)."""
         t = self.scfg.train
+        text = self.task.name == "text"
         loader = kd_loader(self.data.train, self.built.spec, self.teacher, batch_size=t.batch_size, shuffle=True,
-                           seed=t.seed, augment=self.augment, cache=cache,
-                           tokenizer=self.built.extras.get("tokenizer"), shared=self.shared, workers=t.workers)
+                           seed=t.seed, augment=self.augment and not text, cache=cache,
+                           tokenizer=self.built.extras.get("tokenizer"), shared=self.shared, workers=t.workers,
+                           text_augment=text_augment(self.scfg) if text else None)
         return distributed.train_loader(loader, t.seed)
 
     def build_cache(self) -> TeacherCache | None:

@@ -15,6 +15,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
+from edgetl.data.text_augment import WordAugment
 from edgetl.spec import ModelSpec
 from edgetl.train.teachers import Teacher
 
@@ -99,21 +100,26 @@ class KDTextCollate:
         teacher: The teacher.
         shared: The teacher tokenizes exactly like the student (it reuses the student's tensors).
         cache: Cached teacher outputs by index; None runs the teacher online.
+        augment: Word deletion and swaps applied to the batch's texts first (both models see the result);
+            needs the teacher online.
     """
 
     def __init__(self, tokenizer: Any, max_length: int, teacher: Teacher | None, *, shared: bool = False,
-                 cache: TeacherCache | None = None) -> None:
+                 cache: TeacherCache | None = None, augment: WordAugment | None = None) -> None:
         self.tokenizer, self.max_length, self.teacher = tokenizer, max_length, teacher
-        self.shared, self.cache = shared, cache
+        self.shared, self.cache, self.augment = shared, cache, augment
 
     def __call__(self, items: list[tuple[int, str, int]]) -> tuple[Any, torch.Tensor]:
         from edgetl.runtime.text import tokenize
 
         index, texts, labels = zip(*items, strict=True)
         labels_t = torch.tensor(labels, dtype=torch.int64)
+        texts = list(texts)
         if self.tokenizer is None:
-            return self.teacher.text_inputs(list(texts)), labels_t
-        arrays, _ = tokenize(self.tokenizer, list(texts), self.max_length)
+            return self.teacher.text_inputs(texts), labels_t
+        if self.augment is not None:
+            texts = self.augment(texts)
+        arrays, _ = tokenize(self.tokenizer, texts, self.max_length)
         student = {k: torch.from_numpy(v) for k, v in arrays.items()}
         item: dict[str, Any] = {"student": student}
         if self.cache is not None:
@@ -122,7 +128,7 @@ class KDTextCollate:
                 item["teacher_hidden"] = _pad_to([self.cache.hidden[i] for i in index],
                                                  student["input_ids"].shape[1])
         elif self.teacher is not None:
-            item["teacher"] = student if self.shared else self.teacher.text_inputs(list(texts))
+            item["teacher"] = student if self.shared else self.teacher.text_inputs(texts)
         return item, labels_t
 
 
@@ -135,12 +141,14 @@ def _pad_to(rows: list[torch.Tensor], length: int) -> torch.Tensor:
 
 def kd_loader(samples: Any, spec: ModelSpec, teacher: Teacher | None, *, batch_size: int, shuffle: bool,
               seed: int, augment: bool = False, cache: TeacherCache | None = None, student: bool = True,
-              tokenizer: Any = None, shared: bool = False, workers: int = 0) -> DataLoader:
-    """A loader of distillation batches (``student=False``: the teacher's inputs only, in order)."""
+              tokenizer: Any = None, shared: bool = False, workers: int = 0,
+              text_augment: WordAugment | None = None) -> DataLoader:
+    """A loader of distillation batches (``student=False``: the teacher's inputs only, in order); ``augment``
+    draws the image augmentation, ``text_augment`` changes the words of training texts."""
     generator = torch.Generator().manual_seed(seed)
     if spec.is_text:
         collate = KDTextCollate(tokenizer if student else None, spec.max_length, teacher, shared=shared,
-                                cache=cache)
+                                cache=cache, augment=text_augment)
         return DataLoader(IndexedTexts(samples), batch_size=batch_size, shuffle=shuffle, generator=generator,
                           collate_fn=collate)
     dataset = KDImageDataset(samples, spec, teacher, augment=augment, cache=cache, student=student)

@@ -155,7 +155,8 @@ def _plan(task: Task, built: Built, data: Any, cfg: FinetuneConfig) -> Plan:
     tcfg, depth = cfg.train, len(built.model.backbone.units)
     n = trainable_blocks(tcfg.mode, tcfg.unfreeze, depth - 1, 0, tcfg.progressive_every)
     fixed = tcfg.mode == "feature-extract" or (tcfg.mode == "fine-tune" and n < depth)
-    if tcfg.mode == "feature-extract" and cfg.data.augment and task.name == "image":
+    augmented = cfg.data.augment if task.name == "image" else cfg.data.text_augment > 0
+    if tcfg.mode == "feature-extract" and augmented:
         log.info("feature-extract trains the head on cached features: augmentation is not applied")
     # text batches are padded per batch, so only the pooled output (feature extraction) can be cached
     cacheable = tcfg.mode == "feature-extract" or (task.name == "image" and not cfg.data.augment)

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from edgetl.config import FinetuneConfig
+from edgetl.data.text_augment import WordAugment
 from edgetl.registry import Registry
 from edgetl.spec import ModelSpec
 
@@ -59,6 +60,11 @@ TASKS: Registry[Task] = Registry("task")
 
 def _generator(cfg: FinetuneConfig) -> torch.Generator:
     return torch.Generator().manual_seed(cfg.train.seed)
+
+
+def text_augment(cfg: FinetuneConfig) -> WordAugment | None:
+    """The training texts' word deletion and swaps (``data.text_augment``), seeded by ``train.seed``; None: off."""
+    return WordAugment(cfg.data.text_augment, cfg.train.seed) if cfg.data.text_augment > 0 else None
 
 
 class ImageTask:
@@ -121,16 +127,18 @@ class TextDataset(Dataset):
 
 
 class TextCollate:
-    """Tokenises a batch with dynamic padding (to the longest text, at most ``max_length``)."""
+    """Tokenises a batch with dynamic padding (to the longest text, at most ``max_length``), after ``augment``
+    (training texts only)."""
 
-    def __init__(self, tokenizer: Any, max_length: int) -> None:
-        self.tokenizer, self.max_length = tokenizer, max_length
+    def __init__(self, tokenizer: Any, max_length: int, augment: WordAugment | None = None) -> None:
+        self.tokenizer, self.max_length, self.augment = tokenizer, max_length, augment
 
     def __call__(self, items: list[tuple[str, int]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         from edgetl.runtime.text import tokenize
 
         texts, labels = zip(*items, strict=True)
-        arrays, _ = tokenize(self.tokenizer, list(texts), self.max_length)
+        texts = self.augment(list(texts)) if self.augment is not None else list(texts)
+        arrays, _ = tokenize(self.tokenizer, texts, self.max_length)
         return {k: torch.from_numpy(v) for k, v in arrays.items()}, torch.tensor(labels, dtype=torch.int64)
 
 
@@ -174,8 +182,9 @@ class TextTask:
     def loader(self, samples: Any, built: Built, cfg: FinetuneConfig, *, train: bool, batch_size: int) -> DataLoader:
         if train:
             self._log_truncation(samples, built)
+        augment = text_augment(cfg) if train else None
         return DataLoader(TextDataset(samples), batch_size=batch_size, shuffle=train, generator=_generator(cfg),
-                          collate_fn=TextCollate(built.extras["tokenizer"], built.spec.max_length))
+                          collate_fn=TextCollate(built.extras["tokenizer"], built.spec.max_length, augment))
 
     @staticmethod
     def _log_truncation(samples: Any, built: Built) -> None:
