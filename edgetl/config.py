@@ -179,6 +179,10 @@ def dump_yaml(data: dict[str, Any]) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
+#: Where distilbert_from_teacher copies its layers from.
+STUDENT_INITS = ("teacher", "pretrained")
+
+
 @dataclass
 class KDConfig:
     """Knowledge distillation: the teacher and the loss (the ``distill:`` section)."""
@@ -197,6 +201,9 @@ class KDConfig:
     teacher_unit: int = field(default=-1, metadata={"help": "images: teacher backbone unit it is matched to"})
     layers: int | None = field(default=None, metadata={"help": "distilbert_from_teacher: student layers "
                                                                 "(default: half the teacher's)"})
+    student_init: str = field(default="teacher", metadata={"help": "distilbert_from_teacher: copy the layers of "
+                                                                    "the fine-tuned teacher (teacher) or of its "
+                                                                    "backbone's pretrained weights (pretrained)"})
     cache_teacher: bool = field(default=True, metadata={"help": "compute teacher logits once when inputs are "
                                                                  "not augmented"})
     compare: bool = field(default=False, metadata={"help": "also train the student without KD, same budget"})
@@ -217,6 +224,9 @@ class KDConfig:
             raise ConfigError("hidden_weight and feature_weight must be >= 0", "0 turns a term off")
         if self.layers is not None and self.layers < 1:
             raise ConfigError(f"layers must be >= 1, got {self.layers}")
+        if self.student_init not in STUDENT_INITS:
+            raise ConfigError(f"unknown student_init {self.student_init!r}",
+                              f"choose one of: {', '.join(STUDENT_INITS)}")
         if self.teacher_epochs is not None and self.teacher_epochs < 1:
             raise ConfigError("teacher_epochs must be >= 1")
 

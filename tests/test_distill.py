@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from edgetl.cli import main
 from edgetl.config import DistillConfig
+from edgetl.errors import ConfigError
 from edgetl.fsutil import read_json
 from edgetl.runfolder import load_run
 from edgetl.train.distill import distill
@@ -174,3 +175,37 @@ def test_text_augmentation_runs_the_teacher_online_on_the_augmented_texts(text_r
     assert d["teacher_outputs"] == "online" and "augmented" in d["online_reason"]
     assert d["terms"]["hidden"] == 1.0 and metrics["history"][0]["loss_hidden"] > 0
     assert read_json(tmp_path / "student" / "metrics.json")["test"]["n"] == metrics["test"]["n"]
+
+
+@pytest.mark.slow
+def test_student_init_pretrained_copies_the_backbone_the_teacher_started_from(text_run: tuple[Path, dict],
+                                                                              tmp_path: Path) -> None:
+    """--student-init pretrained: the layers come from the teacher's pretrained source (DistilBERT's recipe),
+    not from its fine-tuned weights, and the head is not the teacher's."""
+    from edgetl.models.text import build_text_classifier
+    from edgetl.train.distill import _pretrained_encoder
+    from edgetl.train.teachers import TorchTeacher
+
+    teacher = TorchTeacher(text_run[0], load_run(text_run[0]).spec.labels)
+    with torch.no_grad():  # the fixture's teacher only trained its head: make its encoder differ, as tuning would
+        for p in teacher.model.backbone.model.parameters():
+            p.add_(0.01)
+    source = _pretrained_encoder(teacher)
+    packaged, _, _ = build_text_classifier("minilm_l6", 2)
+    pretrained, tuned = packaged.backbone.model.state_dict(), teacher.model.backbone.model.state_dict()
+    assert all(torch.equal(value, pretrained[name]) for name, value in source.state_dict().items())
+    assert not any(torch.equal(value, tuned[name]) for name, value in source.state_dict().items()
+                   if value.is_floating_point())
+    cfg = DistillConfig()
+    cfg.data.task, cfg.data.data, cfg.data.limit_per_class = "text", "rotten-tomatoes", 40
+    cfg.model.backbone = "distilbert_from_teacher"
+    cfg.train.epochs, cfg.train.batch_size = 1, 16
+    cfg.distill.teacher, cfg.distill.layers, cfg.distill.latency = str(text_run[0]), 2, False
+    cfg.distill.student_init = "pretrained"
+    metrics = distill(cfg, tmp_path / "student")
+    assert "pretrained minilm_l6" in metrics["weights"]["detail"]
+
+
+def test_unknown_student_init_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown student_init"):
+        DistillConfig.from_dict({"distill": {"teacher": "minilm_l6", "student_init": "random"}})

@@ -9,6 +9,7 @@ import click
 from edgetl.cli.options import apply_overrides, config_options
 from edgetl.config import (
     FINETUNE_MODES,
+    STUDENT_INITS,
     TASKS,
     DataConfig,
     DistillConfig,
@@ -25,7 +26,7 @@ from edgetl.config import (
 @click.option("--student", help="Student: a registered backbone, or (text) distilbert_from_teacher "
                                 "[default: mobilenet_v3_small / distilbert_from_teacher]")
 @config_options({"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "distill": KDConfig},
-                choices={"mode": FINETUNE_MODES, "task": TASKS}, skip=("backbone",))
+                choices={"mode": FINETUNE_MODES, "task": TASKS, "student_init": STUDENT_INITS}, skip=("backbone",))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
 def command(config_file: Path | None, student: str | None, out: Path, overwrite: bool, **flags) -> None:

@@ -164,10 +164,11 @@ def _build_student(task: Task, cfg: DistillConfig, student_cfg: FinetuneConfig, 
     if not isinstance(teacher, TorchTeacher):
         raise ConfigError(f"{STUDENT_FROM_TEACHER} copies the teacher's layers, which a bundle does not hold",
                           "pass the teacher's run folder (or a registered text backbone) as --teacher")
-    tb = teacher.model.backbone
+    tb, pretrained = teacher.model.backbone, cfg.distill.student_init == "pretrained"
     folder = scratch / "student-init"
     if not folder.is_dir():
-        encoder, chosen = distilbert_from_teacher(tb.model, cfg.distill.layers)
+        source = _pretrained_encoder(teacher) if pretrained else tb.model
+        encoder, chosen = distilbert_from_teacher(source, cfg.distill.layers)
         write_student_folder(encoder, teacher.path / teacher.spec.tokenizer, tb.pooling, folder)
         (folder / "layers.txt").write_text(",".join(map(str, chosen)), encoding="utf-8")
     chosen = [int(i) for i in (folder / "layers.txt").read_text(encoding="utf-8").split(",")]
@@ -176,12 +177,16 @@ def _build_student(task: Task, cfg: DistillConfig, student_cfg: FinetuneConfig, 
     built = task.build(local, classes)
     built.model.to(distributed.current().device)
     built.spec = built.spec.with_(backbone=STUDENT_FROM_TEACHER)
+    whose = f"the pretrained {teacher.spec.backbone} the teacher was fine-tuned from" if pretrained else \
+        f"teacher {teacher.path}"
     built.weights = WeightsInfo("teacher", True, str(teacher.path),
-                                f"{len(chosen)} layers {chosen} and the embeddings of teacher {teacher.path}")
-    if bool((teacher.order == torch.arange(len(classes))).all()) and cfg.model.hidden == teacher.run.arch.get("hidden"):
+                                f"{len(chosen)} layers {chosen} and the embeddings of {whose}")
+    head_fits = bool((teacher.order == torch.arange(len(classes))).all()) and \
+        cfg.model.hidden == teacher.run.arch.get("hidden")
+    if head_fits and not pretrained:
         built.model.head.load_state_dict(teacher.model.head.state_dict())  # the teacher's head fits: start from it
-    log.info("student %s: %d DistilBERT layers from teacher layers %s, embeddings copied (token type 0 folded in)",
-             STUDENT_FROM_TEACHER, len(chosen), chosen)
+    log.info("student %s: %d DistilBERT layers from layers %s of %s, embeddings copied (token type 0 folded in)",
+             STUDENT_FROM_TEACHER, len(chosen), chosen, whose)
     return built, {"student_layers_from_teacher": chosen}
 
 
@@ -392,6 +397,14 @@ def _split_forward(model: nn.Module, x: torch.Tensor, unit: int) -> tuple[torch.
     cut = unit % len(backbone.units) + 1
     feat = backbone.forward_units(x, 0, cut)
     return feat, model.head(backbone.pool(backbone.forward_units(feat, cut)))
+
+
+def _pretrained_encoder(teacher: TorchTeacher) -> nn.Module:
+    """The encoder the teacher's run started from, with its pretrained weights (not the fine-tuned ones)."""
+    from edgetl.models.text import load_encoder, resolve_text_model
+
+    folder, _, _ = resolve_text_model(teacher.run.config.model.backbone)
+    return load_encoder(folder, pretrained=True)
 
 
 def _same_tokenizer(teacher: Teacher, built: Built, cfg: FinetuneConfig) -> bool:
