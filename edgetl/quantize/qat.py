@@ -10,10 +10,16 @@ per-channel int8 weights, full-range uint8 activations, 7-bit symmetric weights,
    ``BatchNorm2d`` + activation, so FX folds the norm into the convolution before it: left whole, it is
    traced as a functional batch norm after a quantized convolution, whose un-normalised output is what gets
    quantized (EfficientNet-Lite0's fake-quant accuracy fell from 87% to 47% that way; 75% once split).
-2. Batch-norm statistics are frozen (the FP32 run estimated them on far more data than a short fine-tune
+2. Every fake quantizer's range starts where the PTQ MinMax rung's would: the min and max over the first
+   ``calibration_batches`` training batches, observed with fake quantization off (the float model's
+   ranges). Left to PyTorch's moving averages, the ranges would start from the first batch alone and move
+   1% a step, so a short QAT run trained against a narrow, clipping first guess.
+3. The loss is the KL divergence from the FP32 model's softmax to the fake-quantized one's: the INT8 model
+   is taught to give the FP32 model's answers (what the ladder measures it on), not to fit the labels again.
+4. Batch-norm statistics are frozen (the FP32 run estimated them on far more data than a short fine-tune
    sees); observers update ranges for the first part of the steps, then stop, so the last steps train
    against fixed ranges.
-3. ``convert_fx`` and the TorchScript ONNX exporter write a QDQ graph that ONNX Runtime runs.
+5. ``convert_fx`` and the TorchScript ONNX exporter write a QDQ graph that ONNX Runtime runs.
 
 TFLite has no QAT rung: litert-torch's PT2E QAT path is broken in this toolchain (see TOOLCHAIN.md).
 """
@@ -47,12 +53,14 @@ class QatSettings:
         lr: AdamW learning rate; small, since the FP32 weights are already good.
         batch_size: Training batch size.
         observe_fraction: Share of the steps during which activation ranges still move.
+        calibration_batches: Training batches the starting ranges are taken over (before any step).
     """
 
     steps: int = 200
     lr: float = 2e-5
     batch_size: int = 32
     observe_fraction: float = 0.6
+    calibration_batches: int = 10
 
 
 def qat_onnx(
@@ -91,7 +99,9 @@ def qat_onnx(
     except Exception as exc:  # FX tracing fails with many exception types (TraceError, TypeError...)
         raise ExportError(f"QAT: the model cannot be traced for fake quantization ({_first_line(exc)})",
                           "use the post-training rungs, or export fp32") from None
-    _train(prepared, batches, settings, progress)
+    _calibrate(prepared, batches, settings.calibration_batches)
+    teacher = copy.deepcopy(model).eval().to(memory_format=torch.contiguous_format)
+    _train(prepared, teacher, batches, settings, progress)
     _export(prepared, example, Path(dst), opset)
     return {"tool": f"torch {torch.__version__} FX QAT", "method": "qat", "format": "QDQ", **asdict(settings),
             "weights": "int8 per channel, 7-bit", "activations": "uint8",
@@ -194,16 +204,58 @@ def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> int:
     return max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
 
 
-def _train(prepared: Any, batches: Callable[[], Iterable[tuple[Any, Any]]], settings: QatSettings,
-           progress: Callable[[int, int, float], None] | None) -> None:
+def _calibrate(prepared: Any, batches: Callable[[], Iterable[tuple[Any, Any]]], count: int) -> None:
+    """Start every fake quantizer's range at the min and max over ``count`` batches, seen with fake quantization
+    off (the float model's ranges, as the post-training MinMax rung takes them over its calibration set).
+
+    The moving-average observers are set to each batch's own min and max in turn (averaging constant 1), and
+    their extremes kept; their training constant is restored afterwards. Fixed-range quantizers (a hard
+    sigmoid's output) keep their range.
+    """
     import torch
+    from torch.ao.quantization import FakeQuantizeBase, disable_fake_quant, enable_fake_quant
+
+    quantizers = [m for m in prepared.modules() if isinstance(m, FakeQuantizeBase)
+                  and hasattr(m.activation_post_process, "averaging_constant")]  # not the fixed-range ones
+    constants = [q.activation_post_process.averaging_constant for q in quantizers]
+    extremes: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(quantizers)
+    prepared.apply(disable_fake_quant)
+    prepared.eval()
+    with torch.no_grad():
+        for q in quantizers:
+            q.activation_post_process.averaging_constant = 1.0
+        for images, _ in _cycle(batches, count):
+            prepared(images.contiguous())
+            for i, q in enumerate(quantizers):
+                low, high = q.activation_post_process.min_val.clone(), q.activation_post_process.max_val.clone()
+                extremes[i] = (low, high) if extremes[i] is None else (
+                    torch.minimum(extremes[i][0], low), torch.maximum(extremes[i][1], high))
+        for q, constant, seen in zip(quantizers, constants, extremes, strict=True):
+            q.activation_post_process.averaging_constant = constant
+            if seen is not None and seen[0].numel():
+                q.activation_post_process.min_val.copy_(seen[0])
+                q.activation_post_process.max_val.copy_(seen[1])
+                scale, zero_point = q.calculate_qparams()
+                q.scale.copy_(scale)
+                q.zero_point.copy_(zero_point)
+    prepared.apply(enable_fake_quant)
+
+
+def _train(prepared: Any, teacher: Any, batches: Callable[[], Iterable[tuple[Any, Any]]], settings: QatSettings,
+           progress: Callable[[int, int, float], None] | None) -> None:
+    """``settings.steps`` AdamW steps on the KL divergence from the FP32 ``teacher``'s outputs."""
+    import torch
+    import torch.nn.functional as F
     from torch.ao.quantization import disable_observer
 
     optimizer = torch.optim.AdamW(prepared.parameters(), lr=settings.lr, weight_decay=0.0)
     observe_until = int(settings.steps * settings.observe_fraction)
     prepared.train()
-    for step, (images, labels) in enumerate(_cycle(batches, settings.steps), start=1):
-        loss = torch.nn.functional.cross_entropy(prepared(images.contiguous()), labels)
+    for step, (images, _) in enumerate(_cycle(batches, settings.steps), start=1):
+        x = images.contiguous()
+        with torch.no_grad():
+            target = F.softmax(teacher(x), dim=1)
+        loss = F.kl_div(F.log_softmax(prepared(x), dim=1), target, reduction="batchmean")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
