@@ -72,6 +72,24 @@ def test_compacted_int8_file_is_smaller_and_bit_identical(image_fp32: Path, imag
     assert default.read_bytes() == small.read_bytes()
 
 
+@pytest.mark.slow
+def test_dynamic_range_int8_is_compacted_too_with_the_same_logits(image_fp32: Path, image_run: Path,
+                                                                  tmp_path: Path) -> None:
+    from edgetl.quantize.tflite_int8 import quantize_dynamic
+
+    spec = ModelSpec.from_dict(read_json(image_fp32 / "edgetl.json")["spec"])
+    data = load_run(image_run).data()
+    x = np.concatenate([_batch(split, spec, range(len(split))) for split in data.splits().values()])
+    plain, small = tmp_path / "plain.tflite", tmp_path / "small.tflite"
+    assert quantize_dynamic(image_fp32 / "model.tflite", plain, compact=False)["compacted_bytes"] == 0
+    facts = quantize_dynamic(image_fp32 / "model.tflite", small)
+    assert facts["compacted_bytes"] == plain.stat().st_size - small.stat().st_size > 0.1 * plain.stat().st_size
+    assert _interface(small) == _interface(plain)
+    a, b = TFLiteEngine(plain), TFLiteEngine(small)
+    for i in range(0, len(x), 8):
+        np.testing.assert_array_equal(a.run(x[i:i + 8]), b.run(x[i:i + 8]))
+
+
 @pytest.fixture(scope="module")
 def text_fp32(exported) -> Path:
     return exported("text", "tflite", "fp32")

@@ -90,7 +90,7 @@ _HINT = "export fp32 (or --precision fp16) instead, and report the backbone"
 _SHARED_BUFFER_WARNING = "Quantized data for tensor"
 
 
-def quantize_dynamic(src: str | Path, dst: str | Path) -> dict[str, Any]:
+def quantize_dynamic(src: str | Path, dst: str | Path, *, compact: bool = True) -> dict[str, Any]:
     """Write a dynamic-range INT8 copy of the FP32 TFLite model ``src`` to ``dst``.
 
     Weights of fully connected, convolution, batch-matmul and embedding ops become int8, per output channel;
@@ -99,10 +99,13 @@ def quantize_dynamic(src: str | Path, dst: str | Path) -> dict[str, Any]:
     Args:
         src: FP32 ``.tflite`` (as :mod:`edgetl.export.tflite` writes it).
         dst: Output file.
+        compact: Short internal tensor names and shared quantization vectors
+            (:func:`edgetl.quantize.tflite_compact.compact_tflite`; the same outputs).
 
     Returns:
         Facts for the bundle: ``tool``, ``method`` (``dynamic``), ``weights`` (``int8``), ``activations``
-        (``float32``), ``granularity`` and ``int8_share`` (see :func:`int8_tensor_share`).
+        (``float32``), ``granularity``, ``int8_share`` (see :func:`int8_tensor_share`) and
+        ``compacted_bytes``.
 
     Raises:
         ExportError: ``src`` is missing or not a TFLite model, or ai-edge-quantizer failed or wrote a file
@@ -122,6 +125,7 @@ def quantize_dynamic(src: str | Path, dst: str | Path) -> dict[str, Any]:
         dst.write_bytes(bytes(result.quantized_model))
     except Exception as exc:  # ai-edge-quantizer raises plain exceptions of many kinds
         raise ExportError(f"dynamic INT8 quantization of {src.name} failed: {_first_line(exc)}", _HINT) from None
+    compacted = _compacted_bytes(dst) if compact else 0
     share = _check_written(dst, io_types)
     _log_sizes("dynamic INT8", src, dst, started)
     return {
@@ -131,6 +135,7 @@ def quantize_dynamic(src: str | Path, dst: str | Path) -> dict[str, Any]:
         "activations": "float32",
         "granularity": "per-channel",
         "int8_share": round(share, 4),
+        "compacted_bytes": compacted,
     }
 
 
@@ -215,7 +220,7 @@ def quantize_static(
         raise ExportError(
             f"static INT8 quantization of {src.name} failed: {_first_line(exc)}", "try --method dynamic, or export fp32"
         ) from None
-    sizes = compact_tflite(dst) if compact else None
+    compacted = _compacted_bytes(dst) if compact else 0
     share = _check_written(dst, io_types)
     _log_sizes(f"static INT8 ({activations} activations)", src, dst, started)
     return {
@@ -229,8 +234,14 @@ def quantize_static(
         "excluded": list(exclude_ops),
         "float_ops": len(kept_float),
         "int8_share": round(share, 4),
-        "compacted_bytes": sizes["bytes_before"] - sizes["bytes_after"] if sizes else 0,
+        "compacted_bytes": compacted,
     }
+
+
+def _compacted_bytes(path: Path) -> int:
+    """Compact the written file in place (:func:`compact_tflite`); the bytes it saved."""
+    sizes = compact_tflite(path)
+    return sizes["bytes_before"] - sizes["bytes_after"]
 
 
 def int8_tensor_share(path: str | Path) -> float:
