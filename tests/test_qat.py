@@ -58,3 +58,29 @@ def test_qat_rung_exports_a_qdq_bundle(image_run: Path, tmp_path: Path) -> None:
     # the QAT model is a quantized twin of the FP32 one, not a new model
     verification = manifest["verification"]
     assert verification["n"] > 0 and np.isfinite(verification["max_abs_diff"])
+
+
+@pytest.mark.slow
+def test_openvino_qat_rung_writes_an_int8_ir(image_run: Path, tmp_path: Path) -> None:
+    import openvino as ov
+
+    out = tmp_path / "qat-ov"
+    result = CliRunner().invoke(main, ["export", str(image_run), "--format", "openvino", "--precision", "int8",
+                                       "--method", "qat", "--qat-steps", "6", "--max-accuracy-drop", "100",
+                                       "--min-agreement", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "edgetl.json").read_text())
+    q = manifest["quantization"]
+    assert manifest["precision"] == "int8" and q["method"] == "qat"
+    assert [a["step"] for a in q["attempts"]] == ["quantization-aware training"] == [q["chosen"]]
+    facts = q["attempts"][0]["settings"]
+    assert facts["steps"] == 6 and facts["fake_quantize"] > 0 and facts["format"].startswith("OpenVINO IR")
+    model = ov.Core().read_model(str(out / "model.xml"))
+    types = {op.get_type_name() for op in model.get_ops()}
+    assert {"FakeQuantize", "Convolution"} <= types
+    int8_weights = [op for op in model.get_ops() if op.get_type_name() == "Constant"
+                    and op.get_element_type() == ov.Type.i8 and op.get_output_partial_shape(0).rank.get_length() == 4]
+    assert int8_weights, "convolution weights are stored as int8"
+    assert q["int8_bytes"] < 0.45 * q["fp32_bytes"]
+    verification = manifest["verification"]
+    assert verification["n"] > 0 and np.isfinite(verification["max_abs_diff"])

@@ -31,7 +31,7 @@ import click
               help="INT8: calibration set folder made by `edgetl calibrate` (required for static INT8).")
 @click.option("--method", type=click.Choice(["auto", "dynamic", "static", "qat"]), default="auto", show_default=True,
               help="INT8: auto = dynamic for text (onnx, tflite), static (calibrated, ending with QAT for ONNX "
-                   "images) otherwise; qat = quantization-aware training alone (ONNX images).")
+                   "and OpenVINO images) otherwise; qat = quantization-aware training alone (ONNX, OpenVINO images).")
 @click.option("--budget-samples", type=int, default=None,
               help="INT8: measure the accuracy budget on the first N validation samples [default: all].")
 @click.option("--qat-steps", type=int, default=None,

@@ -16,13 +16,15 @@ onnx      dynamic  per-channel int8 weights -> the most sensitive MatMuls kept i
                    batches to rank them)
 openvino  static   NNCF PTQ (performance preset) -> mixed preset (asymmetric activations) with global
                    min/max ranges -> NNCF accuracy control, which reverts the most sensitive ops to float
-                   until the budget holds
+                   until the budget holds -> quantization-aware training (images; the QAT rung's QDQ
+                   graph read into an INT8 IR, :mod:`edgetl.quantize.qat_openvino`)
+openvino  qat      quantization-aware training alone
 tflite    static   full INT8 (calibrated activations) -> dynamic-range INT8 (activations kept float)
 tflite    dynamic  dynamic-range INT8
 ========  =======  ==================================================================================
 
-When no rung meets the budget the caller keeps the FP32 artifact and the result says so. OpenVINO and TFLite
-have no QAT rung yet (NNCF QAT is a candidate; litert-torch's QAT is broken in this toolchain).
+When no rung meets the budget the caller keeps the FP32 artifact and the result says so. TFLite has no QAT
+rung (litert-torch's QAT is broken in this toolchain).
 :func:`time_pair` then times the kept INT8 artifact against its FP32 twin, interleaved, so the bundle can say
 plainly when INT8 is not faster on this machine.
 """
@@ -48,7 +50,7 @@ log = logging.getLogger("edgetl")
 
 METHODS = ("auto", "dynamic", "static", "qat")
 #: Formats with a quantization-aware training rung (images only).
-QAT_FORMATS = ("onnx",)
+QAT_FORMATS = ("onnx", "openvino")
 #: Formats whose INT8 can be made without calibration data (weights only).
 DYNAMIC_FORMATS = ("onnx", "tflite")
 SENSITIVE_COUNTS = (1, 2, 4, 8, 16)
@@ -117,8 +119,8 @@ def quantize_artifact(
         min_agreement: Smallest top-1 agreement with the FP32 artifact a candidate needs as well (0..1), so
             that a candidate the final verification would refuse is not kept.
         progress: Called with a one-line status before each rung.
-        qat: Builds the quantization-aware-training candidate into a path (the last ONNX rung, or the only
-            one for method ``qat``); None: no QAT rung.
+        qat: Builds the quantization-aware-training candidate into a path (the last ONNX and OpenVINO rung,
+            or the only one for method ``qat``); None: no QAT rung.
 
     Returns:
         The result (every rung tried, the kept one or why none), the kept candidate's file (in ``workdir``)
@@ -176,14 +178,15 @@ def _ladder(
 ) -> Iterator[Rung]:
     if fmt == "onnx":
         yield from _onnx_rungs(method, fp32, calib, workdir)
-        if qat is not None and method in ("static", "qat"):
-            yield Rung("quantization-aware training", qat)
     elif fmt == "openvino":
-        yield from _openvino_rungs(fp32, text, calib or [], validation, budget)
+        if method != "qat":
+            yield from _openvino_rungs(fp32, text, calib or [], validation, budget)
     elif fmt == "tflite":
         yield from _tflite_rungs(method, fp32, calib or [])
     else:
         raise ConfigError(f"no INT8 ladder for format {fmt!r}")
+    if qat is not None and fmt in QAT_FORMATS and method in ("static", "qat"):
+        yield Rung("quantization-aware training", qat)
 
 
 def _onnx_rungs(method: str, fp32: Path, calib: CalibBatches | None, workdir: Path) -> Iterator[Rung]:

@@ -1,4 +1,5 @@
-"""Quantization-aware training: the last rung of the ONNX INT8 ladder, for image models.
+"""Quantization-aware training: the last rung of the ONNX INT8 ladder, for image models (and, through
+:mod:`edgetl.quantize.qat_openvino`, of the OpenVINO ladder).
 
 When post-training quantization loses too much, a short fine-tune with the quantization simulated lets the
 weights adapt to it. PyTorch's FX graph mode does the work (``prepare_qat_fx`` with the x86 qconfig:
