@@ -51,7 +51,7 @@ def test_qat_rung_exports_a_qdq_bundle(image_run: Path, tmp_path: Path) -> None:
     assert manifest["precision"] == "int8" and q["method"] == "qat"
     assert q["chosen"] == "quantization-aware training" and [a["step"] for a in q["attempts"]] == [q["chosen"]]
     facts = q["attempts"][0]["settings"]
-    assert facts["steps"] == 12 and facts["method"] == "qat" and facts["weights"] == "int8 per channel, 7-bit"
+    assert facts["steps"] == 12 and facts["method"] == "qat"
     ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
     assert q["int8_bytes"] < 0.4 * q["fp32_bytes"]
@@ -75,7 +75,6 @@ def test_openvino_qat_rung_writes_an_int8_ir(image_run: Path, tmp_path: Path) ->
     assert [a["step"] for a in q["attempts"]] == ["quantization-aware training"] == [q["chosen"]]
     facts = q["attempts"][0]["settings"]
     assert facts["steps"] == 6 and facts["fake_quantize"] > 0 and facts["format"].startswith("OpenVINO IR")
-    assert facts["weights"] == "int8 per channel, 8-bit"
     model = ov.Core().read_model(str(out / "model.xml"))
     types = {op.get_type_name() for op in model.get_ops()}
     assert {"FakeQuantize", "Convolution"} <= types

@@ -129,9 +129,7 @@ class Int8Plan:
             from edgetl.data.torch_data import TorchImageDataset, eval_transform
             from edgetl.quantize.qat import QatSettings, qat_onnx
 
-            bits = 8 if self.fmt == "openvino" else 7  # see QatSettings.weight_bits
-            steps = QatSettings.steps if self.qat_steps is None else self.qat_steps
-            settings = QatSettings(steps=steps, weight_bits=bits)
+            settings = QatSettings() if self.qat_steps is None else QatSettings(steps=self.qat_steps)
             dataset = TorchImageDataset(self.run.data().train, eval_transform(self.run.spec))
             generator = torch.Generator().manual_seed(self.run.config.train.seed)
 

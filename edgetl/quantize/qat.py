@@ -3,8 +3,7 @@
 
 When post-training quantization loses too much, a short fine-tune with the quantization simulated lets the
 weights adapt to it. PyTorch's FX graph mode does the work (``prepare_qat_fx`` with the x86 qconfig:
-full-range uint8 activations, symmetric per-channel weights, 7-bit as ONNX Runtime's x86 kernels expect or
-8-bit for OpenVINO):
+per-channel int8 weights, full-range uint8 activations, 7-bit symmetric weights, as ONNX Runtime's x86 kernels expect):
 
 1. TF-style "same" padding (timm's ``Conv2dSame``, which computes its pads from the input at run time and
    so cannot be traced) becomes a fixed ``ZeroPad2d`` + ``Conv2d`` for the bundle's input size: the same
@@ -56,9 +55,6 @@ class QatSettings:
         batch_size: Training batch size.
         observe_fraction: Share of the steps during which activation ranges still move.
         calibration_batches: Training batches the starting ranges are taken over (before any step).
-        weight_bits: Bits of the symmetric per-channel weights: 7 (ONNX Runtime's ``reduce_range``, so that
-            x86 CPUs without VNNI cannot saturate their u8 x s8 multiply-add; the ONNX rung, like the
-            post-training ones) or 8 (the OpenVINO rung: NNCF's own weights are 8-bit).
     """
 
     steps: int = 200
@@ -66,7 +62,6 @@ class QatSettings:
     batch_size: int = 32
     observe_fraction: float = 0.6
     calibration_batches: int = 10
-    weight_bits: int = 7
 
 
 def qat_onnx(
@@ -101,7 +96,7 @@ def qat_onnx(
     started = time.perf_counter()
     example = torch.zeros(2, *input_shape)
     try:
-        prepared = _prepare(model, example, settings.weight_bits)
+        prepared = _prepare(model, example)
     except Exception as exc:  # FX tracing fails with many exception types (TraceError, TypeError...)
         raise ExportError(f"QAT: the model cannot be traced for fake quantization ({_first_line(exc)})",
                           "use the post-training rungs, or export fp32") from None
@@ -110,11 +105,11 @@ def qat_onnx(
     _train(prepared, teacher, batches, settings, progress)
     _export(prepared, example, Path(dst), opset)
     return {"tool": f"torch {torch.__version__} FX QAT", "method": "qat", "format": "QDQ", **asdict(settings),
-            "weights": f"int8 per channel, {settings.weight_bits}-bit", "activations": "uint8",
+            "weights": "int8 per channel, 7-bit", "activations": "uint8",
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def _prepare(model: Any, example: Any, weight_bits: int = 7) -> Any:
+def _prepare(model: Any, example: Any) -> Any:
     import torch
     from torch.ao.nn.intrinsic import qat as intrinsic_qat
     from torch.ao.quantization import get_default_qat_qconfig_mapping
@@ -124,18 +119,15 @@ def _prepare(model: Any, example: Any, weight_bits: int = 7) -> Any:
     fixed = fixed.to(memory_format=torch.contiguous_format).train()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
-        mapping = get_default_qat_qconfig_mapping("x86").set_global(_qconfig(weight_bits))
-        prepared = prepare_qat_fx(fixed, mapping, (example,))
+        prepared = prepare_qat_fx(fixed, get_default_qat_qconfig_mapping("x86").set_global(_qconfig()), (example,))
     prepared.apply(intrinsic_qat.freeze_bn_stats)
     return prepared
 
 
-def _qconfig(weight_bits: int = 7) -> Any:
-    """uint8 activations over their full range and ``weight_bits``-bit symmetric per-channel weights. 7 bits is
-    what ONNX Runtime's QDQ kernels run safely on x86 without VNNI (edgetl's PTQ rungs quantize the same way);
-    it costs accuracy, though: EfficientNet-Lite0's fake-quantized start lost 3.6 points with 7-bit weights
-    and 0.2 with 8-bit ones (1,000 validation images; its early depthwise and stem convolutions suffer most).
-    PyTorch's own x86 qconfig keeps activations at 7 bits instead, which cost that model 9 points."""
+def _qconfig() -> Any:
+    """uint8 activations over their full range and 7-bit symmetric per-channel weights: what ONNX Runtime's
+    QDQ kernels run on x86 without VNNI (edgetl's PTQ rungs quantize the same way). PyTorch's own x86 qconfig
+    keeps activations at 7 bits instead, which cost EfficientNet-Lite0 9 points of fake-quant accuracy."""
     import torch
     from torch.ao.quantization import (
         FusedMovingAvgObsFakeQuantize,
@@ -148,8 +140,7 @@ def _qconfig(weight_bits: int = 7) -> Any:
         observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255, dtype=torch.quint8,
         qscheme=torch.per_tensor_affine, reduce_range=False)
     weight = FusedMovingAvgObsFakeQuantize.with_args(
-        observer=MovingAveragePerChannelMinMaxObserver, quant_min=-(2 ** (weight_bits - 1)),
-        quant_max=2 ** (weight_bits - 1) - 1, dtype=torch.qint8,
+        observer=MovingAveragePerChannelMinMaxObserver, quant_min=-64, quant_max=63, dtype=torch.qint8,
         qscheme=torch.per_channel_symmetric, ch_axis=0)
     return QConfig(activation=activation, weight=weight)
 

@@ -50,8 +50,7 @@ def qat_openvino(
         input_shape: ``(C, H, W)`` of one input, as the bundle feeds it (NCHW).
         batches: Returns a fresh iterable of ``(images, labels)`` training batches.
         dst: The ``.xml`` to write; its ``.bin`` goes beside it.
-        settings: Steps, learning rate, batch size, observer schedule (None: the defaults with 8-bit weights,
-            as NNCF's own INT8 IRs have).
+        settings: Steps, learning rate, batch size, observer schedule (None: the defaults).
         opset: ONNX opset of the intermediate QDQ file.
         progress: Called as ``progress(step, steps, loss)`` every few steps.
 
@@ -64,8 +63,8 @@ def qat_openvino(
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgetl-qat-") as tmp:
         onnx_path = Path(tmp) / "qat.onnx"
-        facts = qat_onnx(model, input_shape, batches, onnx_path, settings=settings or QatSettings(weight_bits=8),
-                         opset=opset, progress=progress)
+        facts = qat_onnx(model, input_shape, batches, onnx_path, settings=settings or QatSettings(), opset=opset,
+                         progress=progress)
         fake_quantize, halved = qdq_to_ir(onnx_path, Path(dst))
     facts.update(format="OpenVINO IR from the QDQ graph", fake_quantize=fake_quantize, float16_vectors=halved,
                  seconds=round(time.perf_counter() - started, 1))
