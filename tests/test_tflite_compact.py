@@ -36,14 +36,25 @@ def _interface(path: Path) -> dict:
         "outputs": [d["name"] for d in interpreter.get_output_details()]}
 
 
+def _all_inputs(image_fp32: Path, image_run: Path) -> np.ndarray:
+    """Every image of the run's splits, preprocessed as the bundle's spec says."""
+    spec = ModelSpec.from_dict(read_json(image_fp32 / "edgetl.json")["spec"])
+    data = load_run(image_run).data()
+    return np.concatenate([_batch(split, spec, range(len(split))) for split in data.splits().values()])
+
+
+def _assert_same_logits(first: Path, second: Path, x: np.ndarray) -> None:
+    a, b = TFLiteEngine(first), TFLiteEngine(second)
+    for i in range(0, len(x), 8):
+        np.testing.assert_array_equal(a.run(x[i:i + 8]), b.run(x[i:i + 8]))
+
+
 @pytest.mark.slow
 def test_compacted_int8_file_is_smaller_and_bit_identical(image_fp32: Path, image_run: Path,
                                                            tmp_path: Path) -> None:
     from ai_edge_litert.tools import flatbuffer_utils
 
-    spec = ModelSpec.from_dict(read_json(image_fp32 / "edgetl.json")["spec"])
-    data = load_run(image_run).data()
-    x = np.concatenate([_batch(split, spec, range(len(split))) for split in data.splits().values()])
+    x = _all_inputs(image_fp32, image_run)
     plain = tmp_path / "plain.tflite"
     facts = quantize_static(image_fp32 / "model.tflite", plain, [x], compact=False)
     assert facts["compacted_bytes"] == 0
@@ -63,9 +74,7 @@ def test_compacted_int8_file_is_smaller_and_bit_identical(image_fp32: Path, imag
         if t0.quantization is not None and t0.quantization.scale is not None:
             np.testing.assert_array_equal(t0.quantization.scale, t1.quantization.scale)
             np.testing.assert_array_equal(t0.quantization.zeroPoint, t1.quantization.zeroPoint)
-    a, b = TFLiteEngine(plain), TFLiteEngine(small)
-    for i in range(0, len(x), 8):
-        np.testing.assert_array_equal(a.run(x[i:i + 8]), b.run(x[i:i + 8]))
+    _assert_same_logits(plain, small, x)
     # quantize_static compacts by default, to the same bytes
     default = tmp_path / "default.tflite"
     assert quantize_static(image_fp32 / "model.tflite", default, [x])["compacted_bytes"] > 0
@@ -77,17 +86,13 @@ def test_dynamic_range_int8_is_compacted_too_with_the_same_logits(image_fp32: Pa
                                                                   tmp_path: Path) -> None:
     from edgetl.quantize.tflite_int8 import quantize_dynamic
 
-    spec = ModelSpec.from_dict(read_json(image_fp32 / "edgetl.json")["spec"])
-    data = load_run(image_run).data()
-    x = np.concatenate([_batch(split, spec, range(len(split))) for split in data.splits().values()])
+    x = _all_inputs(image_fp32, image_run)
     plain, small = tmp_path / "plain.tflite", tmp_path / "small.tflite"
     assert quantize_dynamic(image_fp32 / "model.tflite", plain, compact=False)["compacted_bytes"] == 0
     facts = quantize_dynamic(image_fp32 / "model.tflite", small)
     assert facts["compacted_bytes"] == plain.stat().st_size - small.stat().st_size > 0.1 * plain.stat().st_size
     assert _interface(small) == _interface(plain)
-    a, b = TFLiteEngine(plain), TFLiteEngine(small)
-    for i in range(0, len(x), 8):
-        np.testing.assert_array_equal(a.run(x[i:i + 8]), b.run(x[i:i + 8]))
+    _assert_same_logits(plain, small, x)
 
 
 @pytest.fixture(scope="module")

@@ -118,7 +118,7 @@ class Int8Plan:
     def _qat(self, model: Any) -> Callable[[Path], dict[str, Any]] | None:
         """The quantization-aware-training rung (ONNX and OpenVINO image models): fine-tunes on the run's train
         split, writes a QDQ ONNX file (:func:`~edgetl.quantize.qat.qat_onnx`) or an INT8 IR read from one
-        (:func:`~edgetl.quantize.qat_openvino.qat_openvino`)."""
+        (:func:`~edgetl.quantize.qat_openvino.ir_from_qdq`)."""
         if self.fmt not in QAT_FORMATS or self.spec.is_text:
             return None
 
@@ -142,10 +142,14 @@ class Int8Plan:
                 left = (time.perf_counter() - started) / step * (steps - step)
                 log.info("QAT step %d/%d: loss %.4f (about %.0f min left)", step, steps, loss, left / 60)
 
-            write = qat_onnx
+            def qdq(dst: Path) -> dict[str, Any]:
+                return qat_onnx(model, (3, *self.spec.input_size), batches, dst, settings=settings, progress=report)
+
             if self.fmt == "openvino":
-                from edgetl.quantize.qat_openvino import qat_openvino as write
-            return write(model, (3, *self.spec.input_size), batches, path, settings=settings, progress=report)
+                from edgetl.quantize.qat_openvino import ir_from_qdq
+
+                return ir_from_qdq(qdq, path)
+            return qdq(path)
 
         return build
 

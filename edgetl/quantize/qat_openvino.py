@@ -25,37 +25,20 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edgetl.errors import ExportError
-from edgetl.quantize.qat import QatSettings, qat_onnx
 
 
-def qat_openvino(
-    model: Any,
-    input_shape: tuple[int, int, int],
-    batches: Callable[[], Iterable[tuple[Any, Any]]],
-    dst: str | Path,
-    *,
-    settings: QatSettings | None = None,
-    opset: int = 18,
-    progress: Callable[[int, int, float], None] | None = None,
-) -> dict[str, Any]:
-    """Fine-tune a copy of ``model`` with fake quantization (:func:`qat_onnx`) and write it as an INT8 IR.
-
-    Args:
-        model: The FP32 image classifier (left unchanged).
-        input_shape: ``(C, H, W)`` of one input, as the bundle feeds it (NCHW).
-        batches: Returns a fresh iterable of ``(images, labels)`` training batches.
-        dst: The ``.xml`` to write; its ``.bin`` goes beside it.
-        settings: Steps, learning rate, batch size, observer schedule (None: the defaults).
-        opset: ONNX opset of the intermediate QDQ file.
-        progress: Called as ``progress(step, steps, loss)`` every few steps.
+def ir_from_qdq(write_qdq: Callable[[Path], dict[str, Any]], dst: str | Path) -> dict[str, Any]:
+    """Run ``write_qdq`` (the ONNX QAT rung, :func:`edgetl.quantize.qat.qat_onnx` with its arguments bound) into
+    a temporary QDQ file and write that graph as an INT8 IR at ``dst`` (:func:`qdq_to_ir`).
 
     Returns:
-        :func:`qat_onnx`'s facts, with ``format`` set to the IR and the FakeQuantize ops written.
+        ``write_qdq``'s facts, with the IR's (``format``, ``fake_quantize``, ``float16_vectors``) and the
+        seconds of both steps.
 
     Raises:
         ExportError: The model cannot be traced, converted or read by OpenVINO (the ladder records it).
@@ -63,19 +46,18 @@ def qat_openvino(
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgetl-qat-") as tmp:
         onnx_path = Path(tmp) / "qat.onnx"
-        facts = qat_onnx(model, input_shape, batches, onnx_path, settings=settings or QatSettings(), opset=opset,
-                         progress=progress)
-        fake_quantize, halved = qdq_to_ir(onnx_path, Path(dst))
-    facts.update(format="OpenVINO IR from the QDQ graph", fake_quantize=fake_quantize, float16_vectors=halved,
-                 seconds=round(time.perf_counter() - started, 1))
+        facts = write_qdq(onnx_path)
+        facts.update(qdq_to_ir(onnx_path, Path(dst)))
+    facts["seconds"] = round(time.perf_counter() - started, 1)
     return facts
 
 
-def qdq_to_ir(src: Path, dst: Path) -> tuple[int, int]:
+def qdq_to_ir(src: Path, dst: Path) -> dict[str, Any]:
     """Read the QDQ ONNX file ``src`` with OpenVINO and save it as an INT8 IR at ``dst`` (see the module notes).
 
     Returns:
-        The FakeQuantize ops in the IR and the vectors stored as float16.
+        Facts for the bundle: ``format``, ``fake_quantize`` (FakeQuantize ops in the IR) and
+        ``float16_vectors`` (vectors stored as float16).
 
     Raises:
         ExportError: OpenVINO cannot read the file, or the IR holds no int8 weight.
@@ -97,7 +79,8 @@ def qdq_to_ir(src: Path, dst: Path) -> tuple[int, int]:
     if not any(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8 for op in ops):
         raise ExportError("QAT: OpenVINO read the QDQ graph without int8 weights", "use the post-training rungs")
     fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in ops)
-    return fake_quantize, _save(ov, model, dst)
+    return {"format": "OpenVINO IR from the QDQ graph", "fake_quantize": fake_quantize,
+            "float16_vectors": _save(ov, model, dst)}
 
 
 def fold_keeping_int8(ov: Any, model: Any) -> int:

@@ -245,11 +245,11 @@ class KDRun:
         """The student's training batches, with the cached teacher outputs or the teacher's own inputs
         (this rank's share of each global batch, in the permutation of ``seed + epoch``)."""
         t = self.scfg.train
-        text = self.task.name == "text"
+        # kd_loader reads `augment` for images and `text_augment` (None when off) for text
         loader = kd_loader(self.data.train, self.built.spec, self.teacher, batch_size=t.batch_size, shuffle=True,
-                           seed=t.seed, augment=self.augment and not text, cache=cache,
+                           seed=t.seed, augment=self.augment, cache=cache,
                            tokenizer=self.built.extras.get("tokenizer"), shared=self.shared, workers=t.workers,
-                           text_augment=text_augment(self.scfg) if text else None)
+                           text_augment=text_augment(self.scfg))
         return distributed.train_loader(loader, t.seed)
 
     def build_cache(self) -> TeacherCache | None:
